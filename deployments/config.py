@@ -1,0 +1,109 @@
+"""Configuration of the model deployments (strict: unknown keys are errors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServeOptions(Strict):
+    """How Ray Serve runs one deployment."""
+
+    num_replicas: int = Field(default=1, ge=1, description="Replicas of this deployment.")
+    max_ongoing_requests: int = Field(
+        ge=1,
+        description="Requests one replica takes at once; set deliberately (Serve's default, "
+        "5, starves a batching engine).",
+    )
+    max_queued_requests: int = Field(
+        default=-1,
+        ge=-1,
+        description="Requests a caller may queue for this deployment before Serve rejects "
+        "them (-1: unbounded).",
+    )
+    num_cpus: float = Field(default=0.5, ge=0, description="CPUs Ray reserves per replica.")
+    num_gpus: float = Field(default=0, ge=0, description="GPUs Ray reserves per replica.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables of the replica's process."
+    )
+
+    def ray_actor_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            options["num_gpus"] = self.num_gpus
+        if self.env:
+            options["runtime_env"] = {"env_vars": dict(self.env)}
+        return options
+
+    def deployment_options(self, name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "num_replicas": self.num_replicas,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "ray_actor_options": self.ray_actor_options(),
+        }
+
+
+def resolve_model_source(source: str, base: Path) -> str:
+    """A local folder (made absolute against `base`) or, if no such folder, a hub id."""
+    path = Path(source).expanduser()
+    candidate = path if path.is_absolute() else base / path
+    if candidate.is_dir():
+        return str(candidate.resolve())
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ValueError(f"model folder '{candidate}' does not exist (run scripts/setup.sh)")
+    return source
+
+
+class LLMModelConfig(Strict):
+    """One vLLM model deployment."""
+
+    id: str = Field(pattern=_ID_PATTERN, description="Model name clients send as `model`.")
+    model: str = Field(
+        description="Local Hugging Face folder (relative to the working directory) or a "
+        "Hugging Face model id (GPU profile)."
+    )
+    aliases: list[str] = Field(default_factory=list, description="Other names for this model.")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of vLLM's AsyncEngineArgs (max_model_len, dtype, "
+        "enforce_eager, tensor_parallel_size, gpu_memory_utilization, ...).",
+    )
+    deployment: ServeOptions = Field(description="How Ray Serve runs this model.")
+
+    @field_validator("engine_kwargs")
+    @classmethod
+    def _no_identity_overrides(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in ("model", "served_model_name", "tokenizer"):
+            if key in v:
+                raise ValueError(f"engine_kwargs.{key} is set by raygate from `id`/`model`")
+        return v
+
+
+class EmbedderConfig(Strict):
+    """One sentence-transformers embedding deployment."""
+
+    id: str = Field(pattern=_ID_PATTERN, description="Model name clients send as `model`.")
+    model: str = Field(description="Local sentence-transformers folder or hub id.")
+    aliases: list[str] = Field(default_factory=list, description="Other names for this model.")
+    device: str = Field(default="cpu", description="torch device: cpu, cuda, cuda:1, ...")
+    normalize: bool = Field(default=True, description="L2-normalise the vectors.")
+    encode_batch_size: int = Field(
+        default=64, ge=1, description="Texts per forward pass inside one dynamic batch."
+    )
+    max_batch_size: int = Field(
+        default=32, ge=1, description="Requests merged into one dynamic batch (@serve.batch)."
+    )
+    batch_wait_timeout_s: float = Field(
+        default=0.005, ge=0, le=1, description="How long a batch waits to fill up."
+    )
+    deployment: ServeOptions = Field(description="How Ray Serve runs this model.")

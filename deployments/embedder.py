@@ -1,0 +1,83 @@
+"""Embedder deployment: sentence-transformers behind Ray Serve dynamic batching.
+
+Concurrent requests are merged by `@serve.batch` into one forward pass; the model runs
+in a worker thread so the replica's event loop keeps accepting requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from deployments.config import EmbedderConfig
+from schemas.embeddings import EmbeddingResult
+
+
+class SentenceEmbedder:
+    """The model wrapper (also usable outside Serve, e.g. by batch jobs)."""
+
+    def __init__(self, model_source: str, device: str, normalize: bool, batch_size: int):
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(model_source, device=device)
+        self._normalize = normalize
+        self._batch_size = batch_size
+
+    @property
+    def dimensions(self) -> int:
+        dim = self._model.get_sentence_embedding_dimension()
+        assert dim is not None
+        return int(dim)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        encoded = self._model.tokenizer(
+            texts, truncation=True, max_length=self._model.max_seq_length
+        )
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def encode(self, texts: list[str]) -> EmbeddingResult:
+        vectors = self._model.encode(
+            texts,
+            batch_size=self._batch_size,
+            normalize_embeddings=self._normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return EmbeddingResult(np.asarray(vectors, dtype=np.float32), self.token_counts(texts))
+
+
+@serve.deployment
+class EmbedderDeployment:
+    def __init__(self, config: EmbedderConfig, model_source: str):
+        self._embedder = SentenceEmbedder(
+            model_source, config.device, config.normalize, config.encode_batch_size
+        )
+        # @serve.batch adds these setters; its type stub does not declare them.
+        self._embed_batch.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]
+        self._embed_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        result: EmbeddingResult = await self._embed_batch(texts)
+        return result
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _embed_batch(self, requests: list[list[str]]) -> list[EmbeddingResult]:
+        flat = [text for texts in requests for text in texts]
+        merged = await asyncio.to_thread(self._embedder.encode, flat)
+        results, start = [], 0
+        for texts in requests:
+            end = start + len(texts)
+            results.append(
+                EmbeddingResult(merged.vectors[start:end], merged.token_counts[start:end])
+            )
+            start = end
+        return results
+
+    def info(self) -> dict[str, Any]:
+        return {"dimensions": self._embedder.dimensions}
+
+    async def check_health(self) -> None:
+        """The model is loaded in-process; nothing can die separately."""

@@ -1,0 +1,172 @@
+"""LLM deployment: one vLLM `AsyncLLM` engine (continuous batching) per replica.
+
+The replica speaks the streaming contract of `schemas.generation`. It applies the
+model's chat template and tokenizes itself (in a worker thread), so it can refuse a
+prompt that does not fit the context before generation starts and report exact usage.
+When the caller goes away, Ray Serve cancels the generator and vLLM aborts the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ray import serve
+
+from deployments.config import LLMModelConfig
+from schemas.errors import ContextLengthExceeded, InvalidRequest, ServiceUnavailable
+from schemas.generation import FinishReason, GenerationChunk, GenerationRequest, SamplingOptions
+
+log = logging.getLogger("raygate.llm")
+
+
+@dataclass
+class RequestCounters:
+    """Lifetime counts of this replica's requests, by how they ended."""
+
+    started: int = 0
+    finished: int = 0
+    aborted: int = 0
+    failed: int = 0
+
+    @property
+    def running(self) -> int:
+        return self.started - self.finished - self.aborted - self.failed
+
+
+def sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
+    """vLLM SamplingParams for one request, streaming deltas; OpenAI's defaults."""
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+    return SamplingParams(
+        n=1,
+        max_tokens=max_tokens,
+        temperature=1.0 if options.temperature is None else options.temperature,
+        top_p=1.0 if options.top_p is None else options.top_p,
+        top_k=0 if options.top_k is None else options.top_k,
+        min_p=0.0 if options.min_p is None else options.min_p,
+        seed=options.seed,
+        stop=list(options.stop) or None,
+        presence_penalty=options.presence_penalty or 0.0,
+        frequency_penalty=options.frequency_penalty or 0.0,
+        repetition_penalty=options.repetition_penalty or 1.0,
+        ignore_eos=options.ignore_eos,
+        min_tokens=options.min_tokens,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+class PromptEncoder:
+    """Chat template and tokenizer of the served model."""
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer = tokenizer
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        if request.prompt_token_ids is not None:
+            vocab = len(self._tokenizer)
+            if any(not 0 <= t < vocab for t in request.prompt_token_ids):
+                raise InvalidRequest(f"prompt token ids must lie in [0, {vocab})", param="prompt")
+            return list(request.prompt_token_ids)
+        if request.messages is not None:
+            messages = [{"role": role, "content": text} for role, text in request.messages]
+            ids = self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True
+            )
+            # transformers >= 5 returns a BatchEncoding here; older versions a list.
+            return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        assert request.prompt is not None
+        return list(self._tokenizer.encode(request.prompt))
+
+
+def check_fits(prompt_tokens: int, max_tokens: int | None, max_model_len: int) -> int:
+    """The max_tokens to generate with; raises if the prompt and answer cannot fit."""
+    room = max_model_len - prompt_tokens
+    if room < 1:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {max_model_len} tokens, but the "
+            f"prompt has {prompt_tokens} tokens. Please shorten the prompt.",
+            param="messages",
+        )
+    if max_tokens is None:
+        return room
+    if max_tokens > room:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {max_model_len} tokens. You requested "
+            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} "
+            "for the completion). Please reduce the prompt or max_tokens.",
+            param="max_tokens",
+        )
+    return max_tokens
+
+
+@serve.deployment
+class LLMDeployment:
+    def __init__(self, config: LLMModelConfig, model_source: str):
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(
+            model=model_source, served_model_name=[config.id], **config.engine_kwargs
+        )
+        self._engine = AsyncLLM.from_engine_args(args)
+        self._max_model_len: int = self._engine.model_config.max_model_len
+        self._encoder = PromptEncoder(self._engine.get_tokenizer())
+        self._model_id = config.id
+        self._counters = RequestCounters()
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        if self._engine.errored:
+            raise ServiceUnavailable(f"model '{self._model_id}' is restarting; try again")
+        prompt_ids = await asyncio.to_thread(self._encoder.encode, request)
+        max_tokens = check_fits(len(prompt_ids), request.sampling.max_tokens, self._max_model_len)
+        params = sampling_params(request.sampling, max_tokens)
+        async for chunk in self._run(prompt_ids, params, request.request_id):
+            yield chunk
+
+    async def _run(
+        self, prompt_ids: list[int], params: Any, request_id: str
+    ) -> AsyncIterator[GenerationChunk]:
+        from vllm.exceptions import VLLMClientError, VLLMServerError
+        from vllm.inputs import TokensPrompt
+
+        prompt_tokens, completion_tokens = len(prompt_ids), 0
+        self._counters.started += 1
+        outcome = "failed"
+        try:
+            stream = self._engine.generate(
+                TokensPrompt(prompt_token_ids=prompt_ids), params, request_id
+            )
+            async for output in stream:
+                completion = output.outputs[0]
+                completion_tokens += len(completion.token_ids)
+                finish: FinishReason | None = None
+                if output.finished:
+                    finish = "length" if completion.finish_reason == "length" else "stop"
+                yield GenerationChunk(completion.text, prompt_tokens, completion_tokens, finish)
+            outcome = "finished"
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "aborted"
+            raise
+        except VLLMClientError as exc:
+            raise InvalidRequest(str(exc)) from None
+        except VLLMServerError:
+            log.exception("engine failed on request %s", request_id)
+            raise ServiceUnavailable(f"model '{self._model_id}' failed; try again") from None
+        finally:
+            setattr(self._counters, outcome, getattr(self._counters, outcome) + 1)
+
+    def stats(self) -> dict[str, int]:
+        """Request counters of this replica (used by tests and the metrics exporter)."""
+        return {**asdict(self._counters), "running": self._counters.running}
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self._model_id, "max_model_len": self._max_model_len, "pid": os.getpid()}
+
+    async def check_health(self) -> None:
+        """Serve restarts the replica when this raises (the engine process died)."""
+        await self._engine.check_health()

@@ -1,0 +1,1 @@
+"""The ingress deployment: OpenAI-compatible HTTP API in front of the model deployments."""

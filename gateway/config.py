@@ -1,0 +1,40 @@
+"""The application config: the `args` of serve_config.yaml, validated once by build_app."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from deployments.config import EmbedderConfig, LLMModelConfig, ServeOptions, Strict
+
+
+class GatewayOptions(Strict):
+    """The ingress deployment."""
+
+    deployment: ServeOptions = Field(
+        default=ServeOptions(max_ongoing_requests=512, num_cpus=0.25),
+        description="How Ray Serve runs the gateway.",
+    )
+    ready_timeout_s: float = Field(
+        default=5.0, gt=0, description="Per-deployment time limit of the /ready probe."
+    )
+
+
+class AppConfig(Strict):
+    """Everything build_app needs; unknown keys are errors."""
+
+    models: list[LLMModelConfig] = Field(min_length=1, description="vLLM model deployments.")
+    embedders: list[EmbedderConfig] = Field(
+        default_factory=list, description="Embedding model deployments."
+    )
+    gateway: GatewayOptions = Field(default_factory=GatewayOptions, description="The ingress.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AppConfig:
+        seen: set[str] = set()
+        items: list[LLMModelConfig | EmbedderConfig] = [*self.models, *self.embedders]
+        for item in items:
+            for name in [item.id, *item.aliases]:
+                if name in seen:
+                    raise ValueError(f"model name '{name}' is used twice")
+                seen.add(name)
+        return self

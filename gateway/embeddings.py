@@ -1,0 +1,54 @@
+"""POST /v1/embeddings without HTTP: route, call the embedder, encode the vectors."""
+
+from __future__ import annotations
+
+import base64
+from typing import Protocol
+
+import numpy as np
+
+from deployments.router import ModelRouter
+from schemas.embeddings import EmbeddingResult
+from schemas.errors import InvalidRequest
+from schemas.openai import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
+
+
+class EmbeddingBackend(Protocol):
+    async def embed(self, texts: list[str]) -> EmbeddingResult: ...
+
+
+def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        # OpenAI's base64 format: the little-endian float32 bytes of the vector.
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector.tolist()]
+
+
+class EmbeddingService:
+    def __init__(self, router: ModelRouter[EmbeddingBackend]):
+        self._router = router
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        route = self._router.resolve(req.model)
+        texts = req.texts()
+        if any(not t for t in texts):
+            raise InvalidRequest("input must not contain empty strings", param="input")
+        result = await route.target.embed(texts)
+        vectors = result.vectors
+        if req.dimensions is not None and req.dimensions != vectors.shape[1]:
+            # Cutting vectors short is only sound for Matryoshka-trained models.
+            raise InvalidRequest(
+                f"this model returns {vectors.shape[1]} dimensions; "
+                "other values of `dimensions` are not supported",
+                param="dimensions",
+            )
+        data = [
+            Embedding(index=i, embedding=encode_vector(v, req.encoding_format))
+            for i, v in enumerate(vectors)
+        ]
+        tokens = int(sum(result.token_counts))
+        return EmbeddingResponse(
+            data=data,
+            model=route.model_id,
+            usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
+        )

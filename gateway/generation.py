@@ -1,0 +1,245 @@
+"""Chat completions and completions: OpenAI requests in, OpenAI bodies or SSE out.
+
+`GenerationService` holds no HTTP: it turns a validated request into a
+`GenerationRequest`, calls the model deployment through a `GenerationBackend` (a Serve
+handle in the app, a fake in unit tests) and renders the chunks of the streaming
+contract (schemas.generation) as OpenAI objects.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from deployments.router import ModelRouter
+from gateway import sse
+from gateway.errors import as_api_error
+from schemas.generation import GenerationChunk, GenerationRequest, SamplingOptions
+from schemas.openai import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatDelta,
+    ChatResponseMessage,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionUsage,
+)
+
+
+class GenerationBackend(Protocol):
+    """What the gateway needs from an LLM deployment."""
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
+
+
+def sampling_options(req: ChatCompletionRequest | CompletionRequest) -> SamplingOptions:
+    max_tokens = req.token_limit() if isinstance(req, ChatCompletionRequest) else req.max_tokens
+    return SamplingOptions(
+        max_tokens=max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        min_p=req.min_p,
+        seed=req.seed,
+        stop=req.stop_list(),
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        repetition_penalty=req.repetition_penalty,
+        ignore_eos=req.ignore_eos,
+        min_tokens=req.min_tokens,
+    )
+
+
+def chat_generation_request(req: ChatCompletionRequest, request_id: str) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=request_id,
+        sampling=sampling_options(req),
+        messages=[(m.role, m.text()) for m in req.messages],
+    )
+
+
+def completion_generation_request(req: CompletionRequest, request_id: str) -> GenerationRequest:
+    prompt = req.prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        return GenerationRequest(
+            request_id=request_id,
+            sampling=sampling_options(req),
+            prompt_token_ids=[int(t) for t in prompt],
+        )
+    text = prompt if isinstance(prompt, str) else str(prompt[0])
+    return GenerationRequest(request_id=request_id, sampling=sampling_options(req), prompt=text)
+
+
+def usage_of(chunk: GenerationChunk) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=chunk.prompt_tokens,
+        completion_tokens=chunk.completion_tokens,
+        total_tokens=chunk.prompt_tokens + chunk.completion_tokens,
+    )
+
+
+@dataclass
+class Generated:
+    """A whole (non-streamed) generation."""
+
+    text: str
+    last: GenerationChunk
+
+
+async def collect(chunks: AsyncIterator[GenerationChunk]) -> Generated:
+    parts: list[str] = []
+    last: GenerationChunk | None = None
+    async for chunk in chunks:
+        parts.append(chunk.text)
+        last = chunk
+    if last is None or last.finish_reason is None:
+        raise RuntimeError("model stream ended without a finish reason")
+    return Generated("".join(parts), last)
+
+
+class StartedStream:
+    """A stream whose first chunk has arrived, so no pre-stream error can follow."""
+
+    def __init__(self, first: GenerationChunk, rest: AsyncIterator[GenerationChunk]):
+        self.first = first
+        self.rest = rest
+
+    async def chunks(self) -> AsyncIterator[GenerationChunk]:
+        yield self.first
+        async for chunk in self.rest:
+            yield chunk
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def start_stream(chunks: AsyncIterator[GenerationChunk]) -> StartedStream:
+    """Wait for the first chunk: errors before it surface here, as exceptions."""
+    iterator = aiter(chunks)
+    first = await anext(iterator)
+    return StartedStream(first, iterator)
+
+
+RenderEvents = Callable[[GenerationChunk, bool], list[str]]
+
+
+class GenerationService:
+    def __init__(
+        self,
+        router: ModelRouter[GenerationBackend],
+        clock: Callable[[], float] = time.time,
+    ):
+        self._router = router
+        self._clock = clock
+
+    def _route(self, model: str) -> tuple[str, GenerationBackend]:
+        route = self._router.resolve(model)
+        return route.model_id, route.target
+
+    # ---------------------------------------------------------------- chat completions
+
+    async def chat(self, req: ChatCompletionRequest) -> ChatCompletion | AsyncGenerator[str, None]:
+        model_id, backend = self._route(req.model)
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        chunks = backend.stream(chat_generation_request(req, request_id))
+        created = int(self._clock())
+        if not req.stream:
+            done = await collect(chunks)
+            return ChatCompletion(
+                id=request_id,
+                created=created,
+                model=model_id,
+                choices=[
+                    ChatChoice(
+                        message=ChatResponseMessage(content=done.text),
+                        finish_reason=done.last.finish_reason or "stop",
+                    )
+                ],
+                usage=usage_of(done.last),
+            )
+        started = await start_stream(chunks)
+        include_usage = req.include_usage()
+
+        def frame(choices: list[ChatChunkChoice], usage: CompletionUsage | None = None) -> str:
+            return sse.event(
+                ChatCompletionChunk(
+                    id=request_id, created=created, model=model_id, choices=choices, usage=usage
+                )
+            )
+
+        def render(chunk: GenerationChunk, first: bool) -> list[str]:
+            events = []
+            if first:
+                events.append(
+                    frame([ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))])
+                )
+            if chunk.text:
+                events.append(frame([ChatChunkChoice(delta=ChatDelta(content=chunk.text))]))
+            if chunk.finish_reason is not None:
+                events.append(
+                    frame([ChatChunkChoice(delta=ChatDelta(), finish_reason=chunk.finish_reason)])
+                )
+                if include_usage:
+                    events.append(frame([], usage_of(chunk)))
+            return events
+
+        return self._events(started, render)
+
+    # ---------------------------------------------------------------------- completions
+
+    async def complete(self, req: CompletionRequest) -> Completion | AsyncGenerator[str, None]:
+        model_id, backend = self._route(req.model)
+        request_id = f"cmpl-{uuid.uuid4().hex}"
+        chunks = backend.stream(completion_generation_request(req, request_id))
+        created = int(self._clock())
+
+        def body(
+            choices: list[CompletionChoice], usage: CompletionUsage | None = None
+        ) -> Completion:
+            return Completion(
+                id=request_id, created=created, model=model_id, choices=choices, usage=usage
+            )
+
+        if not req.stream:
+            done = await collect(chunks)
+            choice = CompletionChoice(text=done.text, finish_reason=done.last.finish_reason)
+            return body([choice], usage_of(done.last))
+        started = await start_stream(chunks)
+        include_usage = req.include_usage()
+
+        def render(chunk: GenerationChunk, first: bool) -> list[str]:
+            events = []
+            if chunk.text or chunk.finish_reason is not None:
+                choice = CompletionChoice(text=chunk.text, finish_reason=chunk.finish_reason)
+                events.append(sse.event(body([choice])))
+            if chunk.finish_reason is not None and include_usage:
+                events.append(sse.event(body([], usage_of(chunk))))
+            return events
+
+        return self._events(started, render)
+
+    # ------------------------------------------------------------------------ streaming
+
+    @staticmethod
+    async def _events(started: StartedStream, render: RenderEvents) -> AsyncGenerator[str, None]:
+        """SSE events of a started stream; a failure mid-stream ends it with an error event."""
+        first = True
+        try:
+            async for chunk in started.chunks():
+                for event in render(chunk, first):
+                    yield event
+                first = False
+        except Exception as exc:  # after the first byte the status is sent: report in-band
+            yield sse.error_event(as_api_error(exc))
+        finally:
+            await started.aclose()
+        yield sse.DONE

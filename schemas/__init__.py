@@ -1,0 +1,1 @@
+"""Wire schemas shared by the gateway and the deployments (OpenAI HTTP API shapes)."""

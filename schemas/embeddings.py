@@ -1,0 +1,13 @@
+"""What an embedder deployment returns to the gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    vectors: np.ndarray  # float32, shape (len(texts), dim)
+    token_counts: list[int]  # tokens the model read per text (after truncation)

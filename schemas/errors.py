@@ -1,0 +1,84 @@
+"""Typed API errors: each carries its HTTP status and OpenAI error type.
+
+Deployments raise them and Ray re-raises them in the gateway (they pickle by their
+constructor arguments); `gateway.errors` is the one place that turns them into an
+OpenAI error body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class APIError(Exception):
+    status: int = 500
+    type: str = "internal_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.param, self.code))
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def _rebuild(cls: type[APIError], message: str, param: str | None, code: str | None) -> APIError:
+    return cls(message, param=param, code=code)
+
+
+class InvalidRequest(APIError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class ModelNotFound(APIError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model: str, *, param: str | None = "model", code: str | None = None):
+        super().__init__(
+            f"The model '{model}' does not exist or you do not have access to it.",
+            param=param,
+            code=code,
+        )
+        self.model = model
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ModelNotFound, (self.model,))
+
+
+class NotFound(APIError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ServiceUnavailable(APIError):
+    status = 503
+    type = "service_unavailable"
+    code = "service_unavailable"
+
+
+class InternalError(APIError):
+    status = 500
+    type = "internal_error"
+    code = "internal_error"

@@ -1,0 +1,110 @@
+"""Streaming under concurrency, and aborting generations whose client went away."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+def llm_stats(cluster: Cluster) -> dict[str, int]:
+    stats: dict[str, int] = cluster.llm_handle().stats.remote().result(timeout_s=30)
+    return stats
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)  # polling a condition with a deadline
+
+
+def test_client_disconnect_aborts_the_generation(cluster: Cluster) -> None:
+    before = llm_stats(cluster)
+    body = {
+        "model": "default",
+        "messages": [{"role": "user", "content": "Tell me a very long story."}],
+        "max_tokens": 1800,
+        "ignore_eos": True,  # would run for ~1800 tokens (~30 s) if not aborted
+    }
+    with httpx.stream(
+        "POST", f"{cluster.base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=60
+    ) as response:
+        assert response.status_code == 200
+        seen = 0
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                seen += 1
+            if seen >= 5:
+                break  # leave mid-stream: closing the response drops the connection
+    wait_for(
+        lambda: llm_stats(cluster)["aborted"] == before["aborted"] + 1,
+        timeout_s=30,
+        what="the engine never aborted the abandoned request",
+    )
+    after = llm_stats(cluster)
+    assert after["finished"] == before["finished"]  # it did not run to completion
+    wait_for(lambda: llm_stats(cluster)["running"] == 0, 30, "requests still running")
+
+
+def test_non_streamed_request_cancelled_by_timeout_is_aborted(cluster: Cluster) -> None:
+    before = llm_stats(cluster)
+    body = {"model": "default", "prompt": "Count:", "max_tokens": 1800, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{cluster.base_url}/v1/completions", json=body, timeout=httpx.Timeout(60, read=1.5)
+        )
+    wait_for(
+        lambda: llm_stats(cluster)["aborted"] == before["aborted"] + 1,
+        timeout_s=30,
+        what="the engine never aborted the timed-out request",
+    )
+
+
+async def _stream_chat(client: httpx.AsyncClient, i: int) -> dict[str, Any]:
+    import json
+
+    body = {
+        "model": "default",
+        "messages": [{"role": "user", "content": f"Write a sentence about the number {i}."}],
+        "max_tokens": 32,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    chunks = []
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                chunks.append(line[len("data: ") :])
+    assert chunks[-1] == "[DONE]"
+    parsed = [json.loads(c) for c in chunks[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in parsed if c["choices"])
+    finish = [
+        c["choices"][0]["finish_reason"]
+        for c in parsed
+        if c["choices"] and c["choices"][0]["finish_reason"]
+    ]
+    return {"id": parsed[0]["id"], "text": text, "finish": finish, "usage": parsed[-1]["usage"]}
+
+
+def test_sixteen_concurrent_streams_all_complete(cluster: Cluster) -> None:
+    async def run() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=cluster.base_url, timeout=120) as client:
+            return await asyncio.gather(*(_stream_chat(client, i) for i in range(16)))
+
+    results = asyncio.run(run())
+    assert len({r["id"] for r in results}) == 16
+    for r in results:
+        assert r["finish"] == ["length"]
+        assert r["usage"]["completion_tokens"] == 32
+        assert r["text"].strip()

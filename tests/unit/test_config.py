@@ -1,0 +1,70 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deployments.config import resolve_model_source
+from gateway.app import build_app, deployment_name, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def app_section(path: Path) -> dict[str, Any]:
+    apps = yaml.safe_load(path.read_text())["applications"]
+    assert len(apps) == 1
+    app: dict[str, Any] = apps[0]
+    return app
+
+
+def local_args() -> dict[str, Any]:
+    args: dict[str, Any] = app_section(ROOT / "serve_config.yaml")["args"]
+    return args
+
+
+def test_local_profile_config_is_valid() -> None:
+    config = load_config(local_args())
+    assert config.models[0].engine_kwargs["enforce_eager"] is True
+    deployments = [m.deployment for m in config.models] + [e.deployment for e in config.embedders]
+    assert all(d.max_ongoing_requests > 5 for d in deployments)
+
+
+def test_gpu_profile_differs_from_local_only_in_values() -> None:
+    local, gpu = app_section(ROOT / "serve_config.yaml"), app_section(ROOT / "configs/gpu.yaml")
+    assert gpu["import_path"] == local["import_path"]
+    config = load_config(gpu["args"])
+    assert config.models[0].deployment.num_gpus >= 1
+    assert config.embedders[0].device == "cuda"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda a: a.update(surprise=1), "surprise"),
+        (lambda a: a["models"][0].update(engine_kwargz={}), "engine_kwargz"),
+        (
+            lambda a: a["models"][0]["deployment"].pop("max_ongoing_requests"),
+            "max_ongoing_requests",
+        ),
+        (lambda a: a["models"][0]["engine_kwargs"].update(model="x"), "set by raygate"),
+        (lambda a: a["embedders"][0].update(aliases=["default"]), "used twice"),
+        (lambda a: a.update(models=[]), "models"),
+    ],
+)
+def test_bad_config_fails_fast_with_a_readable_message(mutate: Any, message: str) -> None:
+    args = local_args()
+    mutate(args)
+    with pytest.raises(ValueError, match=message):
+        build_app(args)
+
+
+def test_model_source_is_a_local_folder_or_a_hub_id(tmp_path: Path) -> None:
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    assert resolve_model_source("models/m", tmp_path) == str(tmp_path / "models" / "m")
+    assert resolve_model_source("org/name", tmp_path) == "org/name"
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_model_source("./models/missing", tmp_path)
+
+
+def test_deployment_names_are_safe_for_serve() -> None:
+    assert deployment_name("llm", "org/model:v1.5") == "llm-org_model_v1_5"

@@ -1,0 +1,130 @@
+import pickle
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.errors import parse_body
+from schemas.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def chat(**fields: object) -> bytes:
+    import json
+
+    return json.dumps({"model": "m", "messages": USER, **fields}).encode()
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"logprobs": True}, "logprobs"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"temperature": 2.5}, "temperature"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"presence_penalty": -3}, "presence_penalty"),
+        ({"max_tokens": 5, "max_completion_tokens": 6}, "max_completion_tokens"),
+        ({"frobnicate": 1}, "frobnicate"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "user"}]}, "messages[0]"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"logit_bias": {"1": 5}}, "logit_bias"),
+    ],
+)
+def test_bad_chat_requests_name_the_offending_param(fields: dict, param: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_body(chat(**fields), ChatCompletionRequest)
+    assert err.value.status == 400
+    assert err.value.param is not None and err.value.param.startswith(param)
+
+
+def test_unknown_field_is_reported_like_openai() -> None:
+    with pytest.raises(InvalidRequest, match="Unrecognized request argument supplied: frobnicate"):
+        parse_body(chat(frobnicate=1), ChatCompletionRequest)
+
+
+@pytest.mark.parametrize("raw", [b"{bad", b"[1, 2]", b"", b"\xff\xfe"])
+def test_body_must_be_a_json_object(raw: bytes) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_body(raw, ChatCompletionRequest)
+
+
+def test_valid_chat_request_keeps_what_the_client_sent() -> None:
+    req = parse_body(
+        chat(
+            stream=True,
+            stream_options={"include_usage": True},
+            max_completion_tokens=7,
+            stop="END",
+            seed=3,
+            messages=[
+                {"role": "system", "content": "be brief"},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                },
+                {"role": "assistant", "content": None},
+            ],
+        ),
+        ChatCompletionRequest,
+    )
+    assert req.include_usage() and req.token_limit() == 7 and req.stop_list() == ["END"]
+    assert [m.text() for m in req.messages] == ["be brief", "ab", ""]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "ok"),
+    [
+        ("hello", True),
+        (["hello"], True),
+        ([1, 2, 3], True),
+        (["a", "b"], False),
+        ([], False),
+        ("", False),
+    ],
+)
+def test_completion_prompt_forms(prompt: object, ok: bool) -> None:
+    if ok:
+        assert CompletionRequest(model="m", prompt=prompt).prompt == prompt  # type: ignore[arg-type]
+    else:
+        with pytest.raises((ValidationError, InvalidRequest)):
+            CompletionRequest(model="m", prompt=prompt)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "field", [{"echo": True}, {"best_of": 3}, {"suffix": "x"}, {"logprobs": 2}]
+)
+def test_unsupported_completion_options_are_refused(field: dict) -> None:
+    with pytest.raises(InvalidRequest, match="not supported"):
+        CompletionRequest(model="m", prompt="p", **field)
+
+
+def test_completion_max_tokens_defaults_to_openai_16() -> None:
+    assert CompletionRequest(model="m", prompt="p").max_tokens == 16
+
+
+@pytest.mark.parametrize("inp", [[], [[1, 2]], [1, 2], [""] * 2049])
+def test_embedding_input_must_be_text(inp: object) -> None:
+    with pytest.raises((ValidationError, InvalidRequest)):
+        EmbeddingRequest(model="m", input=inp)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        InvalidRequest("bad", param="x"),
+        ContextLengthExceeded("too long", param="messages"),
+        ModelNotFound("gpt-9"),
+    ],
+)
+def test_errors_survive_pickling_as_ray_sends_them(err: InvalidRequest) -> None:
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is type(err)
+    assert back.body() == err.body() and back.status == err.status
