@@ -1,0 +1,188 @@
+"""Streaming chat throughput and TTFT: raygate vs vLLM's own OpenAI server (and Ray Serve LLM).
+
+The same model and engine settings (the local profile's) are served by each system in
+turn, on this machine, and driven with the same streaming load: concurrency 1, 4 and 16,
+fixed output length (ignore_eos). Writes loadtests/results/llm_streaming.{json,md}.
+
+    .venv/bin/python -m loadtests.bench_llm [--systems vllm raygate ray-serve-llm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loadtests.harness import (
+    RESULTS,
+    ROOT,
+    Server,
+    free_port,
+    machine,
+    streaming_level,
+    write_result,
+)
+
+PY = str(Path(sys.executable))
+SERVE = str(Path(sys.executable).with_name("serve"))
+ENV = {"RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+def local_profile() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    return config
+
+
+def vllm_server(model: dict[str, Any], port: int, log: Path) -> Server:
+    """vLLM's own OpenAI server with the same engine arguments as the raygate profile."""
+    argv = [
+        PY, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model["model"], "--served-model-name", model["id"],
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    for key, value in model["engine_kwargs"].items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not False:
+            argv += [flag, str(value)]
+    return Server("vllm", argv, f"http://127.0.0.1:{port}", ENV, log)
+
+
+def serve_server(name: str, config: dict[str, Any], port: int, workdir: Path, log: Path) -> Server:
+    config = copy.deepcopy(config)
+    config["http_options"]["port"] = port
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return Server(name, [SERVE, "run", str(path)], f"http://127.0.0.1:{port}", ENV, log)
+
+
+def ray_serve_llm_config(profile: dict[str, Any]) -> dict[str, Any]:
+    config = copy.deepcopy(profile)
+    app = config["applications"][0]
+    app["import_path"] = "loadtests.ray_serve_llm_app:build_app"
+    app["args"] = {"model": app["args"]["models"][0]}
+    return config
+
+
+def run_system(server: Server, model_id: str, levels: list[int], max_tokens: int) -> list[dict]:
+    try:
+        server.start()
+        asyncio.run(streaming_level(server.base_url, model_id, 2, 4, 16))  # warm-up
+        results = []
+        for c in levels:
+            requests = max(8, 4 * c)
+            level = asyncio.run(streaming_level(server.base_url, model_id, c, requests, max_tokens))
+            print(f"  {server.name} c={c}: {level}", flush=True)
+            results.append(level)
+        return results
+    finally:
+        server.stop()
+
+
+def markdown(record: dict[str, Any]) -> str:
+    m = record["machine"]
+    lines = [
+        "# Streaming chat: raygate vs vLLM's own server",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['date']}.",
+        f"Command: `{record['command']}`",
+        f"Model: {record['model']}; {record['max_tokens']} output tokens per request "
+        "(ignore_eos), streamed with include_usage.",
+        "",
+        "| system | concurrency | requests | output tok/s | TTFT p50 ms | TTFT p95 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for system, levels in record["systems"].items():
+        for r in levels:
+            lines.append(
+                f"| {system} | {r['concurrency']} | {r['requests']} | {r['output_tok_s']} | "
+                f"{r['ttft_p50_ms']} | {r['ttft_p95_ms']} |"
+            )
+    if record.get("comparison"):
+        lines += [
+            "",
+            "| vs vLLM | concurrency | throughput ratio | TTFT p50 added ms |",
+            "|---|---|---|---|",
+        ]
+        for system, rows in record["comparison"].items():
+            for r in rows:
+                lines.append(
+                    f"| {system} | {r['concurrency']} | {r['throughput_ratio']} | "
+                    f"{r['ttft_p50_added_ms']} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def compare(systems: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    base = {r["concurrency"]: r for r in systems.get("vllm", [])}
+    out: dict[str, list[dict]] = {}
+    for name, levels in systems.items():
+        if name == "vllm" or not base:
+            continue
+        out[name] = [
+            {
+                "concurrency": r["concurrency"],
+                "throughput_ratio": round(
+                    r["output_tok_s"] / base[r["concurrency"]]["output_tok_s"], 3
+                ),
+                "ttft_p50_added_ms": round(
+                    r["ttft_p50_ms"] - base[r["concurrency"]]["ttft_p50_ms"], 1
+                ),
+            }
+            for r in levels
+            if r["concurrency"] in base
+        ]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--systems", nargs="+", default=["vllm", "raygate", "ray-serve-llm"],
+        choices=["vllm", "raygate", "ray-serve-llm"],
+    )  # fmt: skip
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    profile = local_profile()
+    model = profile["applications"][0]["args"]["models"][0]
+    systems: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for name in args.systems:
+            port = free_port()
+            log = RESULTS / f"llm_streaming.{name}.log.tmp"
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            if name == "vllm":
+                server = vllm_server(model, port, log)
+            elif name == "raygate":
+                server = serve_server(name, profile, port, workdir, log)
+            else:
+                server = serve_server(name, ray_serve_llm_config(profile), port, workdir, log)
+            print(f"{name}: starting on port {port}", flush=True)
+            systems[name] = run_system(server, model["id"], args.concurrency, args.max_tokens)
+
+    record = {
+        "machine": machine(),
+        "command": "python -m loadtests.bench_llm " + " ".join(argv or sys.argv[1:]),
+        "model": model["id"],
+        "max_tokens": args.max_tokens,
+        "systems": systems,
+        "comparison": compare(systems),
+    }
+    json_path, md_path = write_result("llm_streaming", record, markdown(record))
+    print(markdown(record))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

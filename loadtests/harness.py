@@ -1,0 +1,179 @@
+"""Shared benchmark plumbing: start and stop servers, streaming load, percentiles, records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "loadtests" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+@dataclass
+class Server:
+    """A server process in its own session, stopped by its PID (and its own group)."""
+
+    name: str
+    argv: list[str]
+    base_url: str
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_path: str = "/v1/models", timeout_s: float = 300) -> None:
+        log = open(self.log_path or os.devnull, "wb")
+        self.process = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
+            try:
+                if httpx.get(self.base_url + ready_path, timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)  # polling a readiness probe
+        raise TimeoutError(f"{self.name} not ready after {timeout_s}s; see {self.log_path}")
+
+    def stop(self, timeout_s: float = 60) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the group this script created
+            self.process.wait()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+@dataclass
+class StreamResult:
+    ttft_s: float
+    total_s: float
+    output_tokens: int
+
+
+async def stream_chat(
+    client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int
+) -> StreamResult:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "temperature": 0.7,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    start = time.perf_counter()
+    ttft: float | None = None
+    tokens = 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[len("data: ") :])
+            if "error" in chunk:
+                raise RuntimeError(chunk["error"])
+            choices = chunk.get("choices") or []
+            if ttft is None and choices and choices[0].get("delta", {}).get("content"):
+                ttft = time.perf_counter() - start
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    total = time.perf_counter() - start
+    return StreamResult(ttft if ttft is not None else total, total, tokens)
+
+
+async def streaming_level(
+    base_url: str, model: str, concurrency: int, requests: int, max_tokens: int
+) -> dict[str, Any]:
+    """`requests` streaming chats, `concurrency` at a time; aggregate tok/s and TTFT."""
+    prompts = [f"Write a short story about a robot named Unit-{i}." for i in range(requests)]
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for p in prompts:
+        queue.put_nowait(p)
+    results: list[StreamResult] = []
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=base_url, timeout=300, limits=limits) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                prompt = queue.get_nowait()
+                results.append(await stream_chat(client, model, prompt, max_tokens))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    tokens = sum(r.output_tokens for r in results)
+    ttfts = [r.ttft_s * 1000 for r in results]
+    return {
+        "concurrency": concurrency,
+        "requests": len(results),
+        "output_tokens": tokens,
+        "wall_s": round(wall, 3),
+        "output_tok_s": round(tokens / wall, 1),
+        "ttft_p50_ms": round(percentile(ttfts, 0.5), 1),
+        "ttft_p95_ms": round(percentile(ttfts, 0.95), 1),
+    }
+
+
+def write_result(name: str, record: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    md_path.write_text(markdown)
+    return json_path, md_path
