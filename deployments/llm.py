@@ -18,7 +18,8 @@ from typing import Any
 from ray import serve
 
 from deployments.config import LLMModelConfig
-from schemas.errors import ContextLengthExceeded, InvalidRequest, ServiceUnavailable
+from deployments.prompt import PromptEncoder, check_fits
+from schemas.errors import InvalidRequest, ServiceUnavailable
 from schemas.generation import FinishReason, GenerationChunk, GenerationRequest, SamplingOptions
 
 log = logging.getLogger("raygate.llm")
@@ -58,50 +59,6 @@ def sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
         min_tokens=options.min_tokens,
         output_kind=RequestOutputKind.DELTA,
     )
-
-
-class PromptEncoder:
-    """Chat template and tokenizer of the served model."""
-
-    def __init__(self, tokenizer: Any):
-        self._tokenizer = tokenizer
-
-    def encode(self, request: GenerationRequest) -> list[int]:
-        if request.prompt_token_ids is not None:
-            vocab = len(self._tokenizer)
-            if any(not 0 <= t < vocab for t in request.prompt_token_ids):
-                raise InvalidRequest(f"prompt token ids must lie in [0, {vocab})", param="prompt")
-            return list(request.prompt_token_ids)
-        if request.messages is not None:
-            messages = [{"role": role, "content": text} for role, text in request.messages]
-            ids = self._tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True
-            )
-            # transformers >= 5 returns a BatchEncoding here; older versions a list.
-            return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-        assert request.prompt is not None
-        return list(self._tokenizer.encode(request.prompt))
-
-
-def check_fits(prompt_tokens: int, max_tokens: int | None, max_model_len: int) -> int:
-    """The max_tokens to generate with; raises if the prompt and answer cannot fit."""
-    room = max_model_len - prompt_tokens
-    if room < 1:
-        raise ContextLengthExceeded(
-            f"This model's maximum context length is {max_model_len} tokens, but the "
-            f"prompt has {prompt_tokens} tokens. Please shorten the prompt.",
-            param="messages",
-        )
-    if max_tokens is None:
-        return room
-    if max_tokens > room:
-        raise ContextLengthExceeded(
-            f"This model's maximum context length is {max_model_len} tokens. You requested "
-            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} "
-            "for the completion). Please reduce the prompt or max_tokens.",
-            param="max_tokens",
-        )
-    return max_tokens
 
 
 @serve.deployment

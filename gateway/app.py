@@ -1,14 +1,16 @@
 """The gateway deployment (FastAPI ingress) and `build_app`, named by serve_config.yaml.
 
-Route handlers are thin: parse and validate the body, call a service, pick JSON or SSE.
+Route handlers are thin: authenticate, parse, prepare (route + count tokens), admit
+against the quota, delegate to a service, pick JSON or SSE, settle the quota.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,17 +20,25 @@ from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from deployments.config import resolve_model_source
 from deployments.embedder import EmbedderDeployment
 from deployments.llm import LLMDeployment
+from deployments.prompt import load_prompt_encoder, load_text_token_counter
 from deployments.router import ModelRouter
 from gateway import sse
+from gateway.auth import KeyRing, Principal, TenantsFile, load_tenants
 from gateway.backends import ServeEmbeddingBackend, ServeLLMBackend
 from gateway.config import AppConfig
-from gateway.embeddings import EmbeddingBackend, EmbeddingService
+from gateway.embeddings import EmbedderTarget, EmbeddingService
 from gateway.errors import install_error_handlers, parse_body
-from gateway.generation import GenerationBackend, GenerationService
+from gateway.generation import GenerationService, LLMTarget, Prepared
+from gateway.metrics import GatewayMetrics
+from gateway.quota.policy import Lease, QuotaPolicy
+from gateway.quota.redis_store import RedisQuotaStore
 from schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -41,10 +51,10 @@ api = FastAPI(title="raygate", docs_url=None, redoc_url=None)
 install_error_handlers(api)
 
 
-def _reply(result: BaseModel | AsyncIterator[str]) -> Response:
+def _reply(result: BaseModel | AsyncIterator[str], headers: Mapping[str, str]) -> Response:
     if isinstance(result, BaseModel):
-        return Response(result.model_dump_json(), media_type="application/json")
-    return StreamingResponse(result, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        return Response(result.model_dump_json(), media_type="application/json", headers=headers)
+    return StreamingResponse(result, media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **headers})
 
 
 @serve.deployment
@@ -53,44 +63,118 @@ class Gateway:
     def __init__(
         self,
         config: AppConfig,
+        tenants: TenantsFile,
+        sources: Mapping[str, str],
         llms: Mapping[str, DeploymentHandle],
         embedders: Mapping[str, DeploymentHandle],
     ):
         self._config = config
         self._handles: dict[str, DeploymentHandle] = {**llms, **embedders}
-        llm_aliases = {a: m.id for m in config.models for a in m.aliases}
-        emb_aliases = {a: e.id for e in config.embedders for a in e.aliases}
-        llm_router: ModelRouter[GenerationBackend] = ModelRouter(
-            {name: ServeLLMBackend(h) for name, h in llms.items()}, llm_aliases
+        self._keys = KeyRing(tenants, config.auth)
+        llm_targets = {
+            name: LLMTarget(ServeLLMBackend(h), load_prompt_encoder(sources[name]))
+            for name, h in llms.items()
+        }
+        emb_targets = {
+            name: EmbedderTarget(ServeEmbeddingBackend(h), load_text_token_counter(sources[name]))
+            for name, h in embedders.items()
+        }
+        self._generation = GenerationService(
+            ModelRouter(llm_targets, {a: m.id for m in config.models for a in m.aliases})
         )
-        emb_router: ModelRouter[EmbeddingBackend] = ModelRouter(
-            {name: ServeEmbeddingBackend(h) for name, h in embedders.items()}, emb_aliases
+        self._embeddings = EmbeddingService(
+            ModelRouter(emb_targets, {a: e.id for e in config.embedders for a in e.aliases})
         )
-        self._generation = GenerationService(llm_router)
-        self._embeddings = EmbeddingService(emb_router)
-        created = int(time.time())
-        self._models = ModelList(
-            data=[ModelCard(id=name, created=created) for name in self._handles]
+        quota = config.quota
+        password = os.environ.get(quota.redis_password_env) if quota.redis_password_env else None
+        redis = Redis.from_url(
+            quota.redis_url,
+            password=password,
+            socket_timeout=quota.timeout_s,
+            socket_connect_timeout=quota.timeout_s,
+            # A pooled connection that died with its server is replaced at once; redis-py's
+            # default backs off with jitter for up to a second, beyond the quota's budget.
+            retry=Retry(NoBackoff(), retries=1),
         )
+        self._metrics = GatewayMetrics()
+        self._quota = QuotaPolicy(
+            RedisQuotaStore(redis, quota.timeout_s), quota, self._metrics.record_quota_decision
+        )
+        self._created = int(time.time())
+
+    def _principal(self, request: Request) -> Principal:
+        return self._keys.authenticate(request.headers.get("authorization"))
+
+    async def _settle(self, lease: Lease, used_tokens: int) -> None:
+        # Shielded: a cancelled request (client gone) still returns its unused tokens.
+        await asyncio.shield(self._quota.settle(lease, used_tokens))
+
+    async def _generate(
+        self,
+        lease: Lease,
+        prepared: Prepared,
+        run: Awaitable[BaseModel | AsyncGenerator[str, None]],
+    ) -> Response:
+        try:
+            result = await run
+        except BaseException:
+            await self._settle(lease, prepared.used_tokens)
+            raise
+        if isinstance(result, BaseModel):
+            await self._settle(lease, prepared.used_tokens)
+            return _reply(result, lease.headers)
+
+        async def settled_stream() -> AsyncGenerator[str, None]:
+            try:
+                async for event in result:
+                    yield event
+            finally:
+                await self._settle(lease, prepared.used_tokens)
+
+        return _reply(settled_stream(), lease.headers)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
+        principal = self._principal(request)
         body = parse_body(await request.body(), ChatCompletionRequest)
-        return _reply(await self._generation.chat(body))
+        prepared = await self._generation.prepare(body, principal.may_use)
+        lease = await self._quota.admit(principal, "generation", prepared.reserved_tokens)
+        return await self._generate(lease, prepared, self._generation.chat(body, prepared))
 
     @api.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
+        principal = self._principal(request)
         body = parse_body(await request.body(), CompletionRequest)
-        return _reply(await self._generation.complete(body))
+        prepared = await self._generation.prepare(body, principal.may_use)
+        lease = await self._quota.admit(principal, "generation", prepared.reserved_tokens)
+        return await self._generate(lease, prepared, self._generation.complete(body, prepared))
 
     @api.post("/v1/embeddings")
     async def embeddings(self, request: Request) -> Response:
+        principal = self._principal(request)
         body = parse_body(await request.body(), EmbeddingRequest)
-        return _reply(await self._embeddings.embed(body))
+        prepared = await self._embeddings.prepare(body, principal.may_use)
+        lease = await self._quota.admit(principal, "embeddings", prepared.reserved_tokens)
+        used = prepared.reserved_tokens
+        try:
+            response = await self._embeddings.embed(body, prepared)
+            used = response.usage.prompt_tokens
+        except BaseException:
+            used = 0  # nothing was embedded
+            raise
+        finally:
+            await self._settle(lease, used)
+        return _reply(response, lease.headers)
 
     @api.get("/v1/models")
-    async def models(self) -> Response:
-        return _reply(self._models)
+    async def models(self, request: Request) -> Response:
+        principal = self._principal(request)
+        cards = [
+            ModelCard(id=name, created=self._created)
+            for name in self._handles
+            if principal.may_use(name)
+        ]
+        return _reply(ModelList(data=cards), {})
 
     @api.get("/health")
     async def health(self) -> JSONResponse:
@@ -134,20 +218,28 @@ def load_config(args: Mapping[str, Any]) -> AppConfig:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """The Serve application for `args` (serve_config.yaml's `args`); fails fast if invalid."""
+    """The Serve application for `args` (serve_config.yaml's `args`); fails fast if invalid.
+
+    Relative paths (model folders, the tenants file) are resolved against the working
+    directory; keys given by environment variable are read and hashed here.
+    """
     config = load_config(args)
     base = Path.cwd()
+    tenants = load_tenants(base / config.auth.tenants_file)
+    KeyRing(tenants, config.auth)  # fail now on an unknown anonymous tenant
+    sources = {m.id: resolve_model_source(m.model, base) for m in config.models}
+    sources |= {e.id: resolve_model_source(e.model, base) for e in config.embedders}
     llms = {
         m.id: as_deployment(LLMDeployment)
         .options(**m.deployment.deployment_options(deployment_name("llm", m.id)))
-        .bind(m, resolve_model_source(m.model, base))
+        .bind(m, sources[m.id])
         for m in config.models
     }
     embedders = {
         e.id: as_deployment(EmbedderDeployment)
         .options(**e.deployment.deployment_options(deployment_name("embedder", e.id)))
-        .bind(e, resolve_model_source(e.model, base))
+        .bind(e, sources[e.id])
         for e in config.embedders
     }
     gateway = config.gateway.deployment.deployment_options("gateway")
-    return as_deployment(Gateway).options(**gateway).bind(config, llms, embedders)
+    return as_deployment(Gateway).options(**gateway).bind(config, tenants, sources, llms, embedders)

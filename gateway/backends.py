@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import cast
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
@@ -15,9 +15,17 @@ class ServeLLMBackend:
     """A streaming call to an LLMDeployment; closing the iterator cancels the call."""
 
     def __init__(self, handle: DeploymentHandle):
+        self._info = handle
         self._handle = handle.options(stream=True)
+        self._max_model_len: int | None = None
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def max_model_len(self) -> int:
+        if self._max_model_len is None:  # fixed for the life of the deployment
+            info = await self._info.info.remote()
+            self._max_model_len = int(info["max_model_len"])
+        return self._max_model_len
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         # stream=True handles return generators; the stub types the union.
         response = cast(DeploymentResponseGenerator, self._handle.generate.remote(request))
         done = False

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from deployments.config import EmbedderConfig, LLMModelConfig, ServeOptions, Strict
+from gateway.auth import AuthConfig
+from gateway.quota.policy import QuotaConfig
 
 
 class GatewayOptions(Strict):
@@ -27,6 +29,8 @@ class AppConfig(Strict):
         default_factory=list, description="Embedding model deployments."
     )
     gateway: GatewayOptions = Field(default_factory=GatewayOptions, description="The ingress.")
+    auth: AuthConfig = Field(description="API keys and tenants.")
+    quota: QuotaConfig = Field(default_factory=QuotaConfig, description="Quota store and policy.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> AppConfig:

@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from deployments.router import ModelRouter
 from schemas.embeddings import EmbeddingResult
-from schemas.errors import InvalidRequest
+from schemas.errors import InvalidRequest, ModelNotFound
 from schemas.openai import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 
 
 class EmbeddingBackend(Protocol):
     async def embed(self, texts: list[str]) -> EmbeddingResult: ...
+
+
+class TokenCounter(Protocol):
+    def count(self, texts: list[str]) -> int: ...
+
+
+@dataclass(frozen=True)
+class EmbedderTarget:
+    backend: EmbeddingBackend
+    tokens: TokenCounter
+
+
+@dataclass(frozen=True)
+class PreparedEmbedding:
+    model_id: str
+    backend: EmbeddingBackend
+    texts: list[str]
+    reserved_tokens: int  # counted without truncation: an upper bound of the real usage
 
 
 def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
@@ -25,15 +46,23 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str
 
 
 class EmbeddingService:
-    def __init__(self, router: ModelRouter[EmbeddingBackend]):
+    def __init__(self, router: ModelRouter[EmbedderTarget]):
         self._router = router
 
-    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+    async def prepare(
+        self, req: EmbeddingRequest, may_use: Callable[[str], bool] = lambda _: True
+    ) -> PreparedEmbedding:
         route = self._router.resolve(req.model)
+        if not may_use(route.model_id):
+            raise ModelNotFound(req.model)
         texts = req.texts()
         if any(not t for t in texts):
             raise InvalidRequest("input must not contain empty strings", param="input")
-        result = await route.target.embed(texts)
+        reserved = await asyncio.to_thread(route.target.tokens.count, texts)
+        return PreparedEmbedding(route.model_id, route.target.backend, texts, reserved)
+
+    async def embed(self, req: EmbeddingRequest, prepared: PreparedEmbedding) -> EmbeddingResponse:
+        result = await prepared.backend.embed(prepared.texts)
         vectors = result.vectors
         if req.dimensions is not None and req.dimensions != vectors.shape[1]:
             # Cutting vectors short is only sound for Matryoshka-trained models.
@@ -49,6 +78,6 @@ class EmbeddingService:
         tokens = int(sum(result.token_counts))
         return EmbeddingResponse(
             data=data,
-            model=route.model_id,
+            model=prepared.model_id,
             usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
         )

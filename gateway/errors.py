@@ -30,8 +30,8 @@ def as_api_error(exc: BaseException) -> APIError:
     return InternalError("The server had an error while processing your request.")
 
 
-def error_response(err: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+def error_response(err: APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
 def _loc_to_param(loc: tuple[Any, ...]) -> str | None:

@@ -8,15 +8,19 @@ contract (schemas.generation) as OpenAI objects.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from contextlib import aclosing
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from deployments.prompt import check_fits
 from deployments.router import ModelRouter
 from gateway import sse
 from gateway.errors import as_api_error
+from schemas.errors import ModelNotFound
 from schemas.generation import GenerationChunk, GenerationRequest, SamplingOptions
 from schemas.openai import (
     ChatChoice,
@@ -36,7 +40,41 @@ from schemas.openai import (
 class GenerationBackend(Protocol):
     """What the gateway needs from an LLM deployment."""
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]: ...
+
+    async def max_model_len(self) -> int: ...
+
+
+class PromptCounter(Protocol):
+    """The model's own chat template and tokenizer (deployments.prompt.PromptEncoder)."""
+
+    def encode(self, request: GenerationRequest) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class LLMTarget:
+    backend: GenerationBackend
+    prompts: PromptCounter
+
+
+@dataclass
+class Prepared:
+    """A routed, tokenized request that fits the context, not yet sent to the model."""
+
+    model_id: str
+    backend: GenerationBackend
+    request: GenerationRequest  # carries the prompt as token ids
+    prompt_tokens: int
+    max_tokens: int
+    completion_tokens: int = 0  # generated so far, updated while the answer streams
+
+    @property
+    def reserved_tokens(self) -> int:
+        return self.prompt_tokens + self.max_tokens
+
+    @property
+    def used_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 def sampling_options(req: ChatCompletionRequest | CompletionRequest) -> SamplingOptions:
@@ -135,22 +173,48 @@ RenderEvents = Callable[[GenerationChunk, bool], list[str]]
 class GenerationService:
     def __init__(
         self,
-        router: ModelRouter[GenerationBackend],
+        router: ModelRouter[LLMTarget],
         clock: Callable[[], float] = time.time,
     ):
         self._router = router
         self._clock = clock
 
-    def _route(self, model: str) -> tuple[str, GenerationBackend]:
-        route = self._router.resolve(model)
-        return route.model_id, route.target
+    async def prepare(
+        self,
+        req: ChatCompletionRequest | CompletionRequest,
+        may_use: Callable[[str], bool] = lambda _: True,
+    ) -> Prepared:
+        """Route, check access, tokenize with the model's tokenizer, check the context."""
+        route = self._router.resolve(req.model)
+        if not may_use(route.model_id):
+            raise ModelNotFound(req.model)
+        if isinstance(req, ChatCompletionRequest):
+            request = chat_generation_request(req, f"chatcmpl-{uuid.uuid4().hex}")
+        else:
+            request = completion_generation_request(req, f"cmpl-{uuid.uuid4().hex}")
+        target = route.target
+        ids = await asyncio.to_thread(target.prompts.encode, request)
+        max_tokens = check_fits(
+            len(ids), request.sampling.max_tokens, await target.backend.max_model_len()
+        )
+        tokenized = replace(request, messages=None, prompt=None, prompt_token_ids=ids)
+        return Prepared(route.model_id, target.backend, tokenized, len(ids), max_tokens)
+
+    @staticmethod
+    async def _metered(prepared: Prepared) -> AsyncGenerator[GenerationChunk, None]:
+        """The model's chunks, counting completion tokens; closing it closes the call."""
+        async with aclosing(prepared.backend.stream(prepared.request)) as chunks:
+            async for chunk in chunks:
+                prepared.completion_tokens = chunk.completion_tokens
+                yield chunk
 
     # ---------------------------------------------------------------- chat completions
 
-    async def chat(self, req: ChatCompletionRequest) -> ChatCompletion | AsyncGenerator[str, None]:
-        model_id, backend = self._route(req.model)
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        chunks = backend.stream(chat_generation_request(req, request_id))
+    async def chat(
+        self, req: ChatCompletionRequest, prepared: Prepared
+    ) -> ChatCompletion | AsyncGenerator[str, None]:
+        model_id, request_id = prepared.model_id, prepared.request.request_id
+        chunks = self._metered(prepared)
         created = int(self._clock())
         if not req.stream:
             done = await collect(chunks)
@@ -179,9 +243,8 @@ class GenerationService:
         def render(chunk: GenerationChunk, first: bool) -> list[str]:
             events = []
             if first:
-                events.append(
-                    frame([ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))])
-                )
+                role = ChatDelta(role="assistant", content="")
+                events.append(frame([ChatChunkChoice(delta=role)]))
             if chunk.text:
                 events.append(frame([ChatChunkChoice(delta=ChatDelta(content=chunk.text))]))
             if chunk.finish_reason is not None:
@@ -196,10 +259,11 @@ class GenerationService:
 
     # ---------------------------------------------------------------------- completions
 
-    async def complete(self, req: CompletionRequest) -> Completion | AsyncGenerator[str, None]:
-        model_id, backend = self._route(req.model)
-        request_id = f"cmpl-{uuid.uuid4().hex}"
-        chunks = backend.stream(completion_generation_request(req, request_id))
+    async def complete(
+        self, req: CompletionRequest, prepared: Prepared
+    ) -> Completion | AsyncGenerator[str, None]:
+        model_id, request_id = prepared.model_id, prepared.request.request_id
+        chunks = self._metered(prepared)
         created = int(self._clock())
 
         def body(

@@ -14,6 +14,7 @@ class APIError(Exception):
     status: int = 500
     type: str = "internal_error"
     code: str | None = None
+    headers: dict[str, str] | None = None  # extra response headers (Retry-After, ...)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)

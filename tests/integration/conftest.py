@@ -1,13 +1,17 @@
-"""One real raygate per test run: local Ray, Ray Serve, vLLM CPU engine, embedder.
+"""One real raygate per test run: Redis, local Ray, Ray Serve, vLLM CPU engine, embedder.
 
-The app is built from serve_config.yaml's own args (the local profile), served on a free
-loopback port, and torn down with the Ray cluster this process started.
+The app is built from serve_config.yaml's own args (the local profile) with only values
+changed: auth switched on with the test tenants below, Redis on a free port, and two
+gateway replicas (quotas must hold across replicas). Everything listens on free loopback
+ports and is stopped by PID (Redis) or with the Ray cluster this process started.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +24,71 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_NAME = "raygate"
+
+MAIN_KEY, TIGHT_KEY, TOKENS_KEY, RESTRICTED_KEY = "sk-main", "sk-tight", "sk-tokens", "sk-emb"
+TIGHT_BURST = 10  # requests; refills 1 per 100 s, i.e. not during a test
+TOKENS_BURST = 20_000
+
+
+def tenants_yaml() -> str:
+    from gateway.auth import key_digest
+
+    return f"""
+tenants:
+  - id: main
+    limits:
+      requests: {{per_minute: 100000, burst: 100000}}
+      tokens: {{per_minute: 100000000, burst: 100000000}}
+    keys: [{{name: main, sha256: {key_digest(MAIN_KEY)}}}]
+  - id: tight
+    limits:
+      requests: {{per_minute: 0.6, burst: {TIGHT_BURST}}}
+    keys: [{{name: tight, sha256: {key_digest(TIGHT_KEY)}}}]
+  - id: tokens
+    limits:
+      tokens: {{per_minute: 0.06, burst: {TOKENS_BURST}}}
+    keys: [{{name: tokens, sha256: {key_digest(TOKENS_KEY)}}}]
+  - id: restricted
+    models: [all-minilm-l6-v2]
+    keys: [{{name: emb-only, env: RAYGATE_TEST_RESTRICTED_KEY}}]
+"""
+
+
+class RedisServer:
+    """A redis-server of this test run on a loopback port; stopped and restarted by PID."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def start(self) -> None:
+        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.client().ping():
+                    return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)  # polling until the server answers
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
 
 
 def free_port() -> int:
@@ -40,6 +109,12 @@ def local_args() -> dict[str, Any]:
 class Cluster:
     base_url: str
     args: dict[str, Any]
+    redis: RedisServer
+    metrics_url: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {MAIN_KEY}"}
 
     @property
     def llm_id(self) -> str:
@@ -60,6 +135,15 @@ class Cluster:
         return self.handle(deployment_name("llm", self.llm_id))
 
 
+def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
+    """Poll `predicate` until it holds; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.05)  # polling a condition with a deadline, not a fixed wait
+
+
 def wait_ready(base_url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     last: object = None
@@ -74,23 +158,55 @@ def wait_ready(base_url: str, timeout_s: float) -> None:
     raise TimeoutError(f"raygate not ready after {timeout_s}s: {last!r}")
 
 
+def testing_args(redis: RedisServer, tenants_file: Path) -> dict[str, Any]:
+    """The local profile's args with auth on, the test Redis, and two gateway replicas."""
+    args = local_args()
+    args["auth"] = {"enabled": True, "tenants_file": str(tenants_file)}
+    args["quota"] = {**args["quota"], "redis_url": redis.url}
+    args["gateway"]["deployment"]["num_replicas"] = 2
+    return args
+
+
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    redis = RedisServer(tmp_path_factory.mktemp("redis"))
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[Cluster]:
     import ray
     from ray import serve
 
     from gateway.app import build_app
 
     os.chdir(ROOT)  # model folders in the config are relative to the project root
-    port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    workdir = tmp_path_factory.mktemp("raygate")
+    tenants_file = workdir / "tenants.yaml"
+    tenants_file.write_text(tenants_yaml())
+    os.environ["RAYGATE_TEST_RESTRICTED_KEY"] = RESTRICTED_KEY  # a key given by env var
+    redis = redis_server
+    port, metrics_port = free_port(), free_port()
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+    )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        args = local_args()
+        args = testing_args(redis, tenants_file)
         serve.run(build_app(args), name=APP_NAME, route_prefix="/")
         base_url = f"http://127.0.0.1:{port}"
         wait_ready(base_url, timeout_s=180)
-        yield Cluster(base_url, args)
+        yield Cluster(base_url, args, redis, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -100,4 +216,4 @@ def cluster() -> Iterator[Cluster]:
 def client(cluster: Cluster) -> Any:
     from openai import OpenAI
 
-    return OpenAI(base_url=f"{cluster.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+    return OpenAI(base_url=f"{cluster.base_url}/v1", api_key=MAIN_KEY, max_retries=0, timeout=120)

@@ -183,11 +183,10 @@ def test_bad_input_gets_openai_error(
 ) -> None:
     url = f"{cluster.base_url}{path}"
     if isinstance(body, bytes):
-        response = httpx.post(
-            url, content=body, headers={"content-type": "application/json"}, timeout=60
-        )
+        headers = {"content-type": "application/json", **cluster.auth}
+        response = httpx.post(url, content=body, headers=headers, timeout=60)
     else:
-        response = httpx.post(url, json=body, timeout=60)
+        response = httpx.post(url, json=body, headers=cluster.auth, timeout=60)
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     payload = response.json()
@@ -199,10 +198,10 @@ def test_bad_input_gets_openai_error(
 
 
 def test_unknown_route_and_method(cluster: Cluster) -> None:
-    missing = httpx.get(f"{cluster.base_url}/v1/nothing-here")
+    missing = httpx.get(f"{cluster.base_url}/v1/nothing-here", headers=cluster.auth)
     assert missing.status_code == 404
     validate(missing.json(), "ErrorResponse")
-    wrong_method = httpx.get(f"{cluster.base_url}/v1/chat/completions")
+    wrong_method = httpx.get(f"{cluster.base_url}/v1/chat/completions", headers=cluster.auth)
     assert wrong_method.status_code == 405
     validate(wrong_method.json(), "ErrorResponse")
 

@@ -42,6 +42,7 @@ def test_dead_engine_fails_health_and_the_replica_is_replaced(cluster: Cluster) 
     reply = httpx.post(
         f"{cluster.base_url}/v1/completions",
         json={"model": "default", "prompt": "Hello", "max_tokens": 3},
+        headers=cluster.auth,
         timeout=60,
     )
     assert reply.status_code == 200

@@ -19,7 +19,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def post(cluster: Cluster, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{cluster.base_url}{path}", json=body, timeout=120)
+    return httpx.post(f"{cluster.base_url}{path}", json=body, headers=cluster.auth, timeout=120)
 
 
 def sse_payloads(text: str) -> list[Any]:
@@ -38,7 +38,7 @@ def test_health_and_ready(cluster: Cluster) -> None:
 
 
 def test_models_lists_every_served_model(cluster: Cluster, client: Any) -> None:
-    raw = httpx.get(f"{cluster.base_url}/v1/models").json()
+    raw = httpx.get(f"{cluster.base_url}/v1/models", headers=cluster.auth).json()
     validate(raw, "ListModelsResponse")
     assert {m.id for m in client.models.list()} == {cluster.llm_id, cluster.embedder_id}
 

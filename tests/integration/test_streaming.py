@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -17,14 +16,6 @@ pytestmark = pytest.mark.integration
 def llm_stats(cluster: Cluster) -> dict[str, int]:
     stats: dict[str, int] = cluster.llm_handle().stats.remote().result(timeout_s=30)
     return stats
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)  # polling a condition with a deadline
 
 
 def test_client_disconnect_aborts_the_generation(cluster: Cluster) -> None:
@@ -35,9 +26,9 @@ def test_client_disconnect_aborts_the_generation(cluster: Cluster) -> None:
         "max_tokens": 1800,
         "ignore_eos": True,  # would run for ~1800 tokens (~30 s) if not aborted
     }
-    with httpx.stream(
-        "POST", f"{cluster.base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=60
-    ) as response:
+    url = f"{cluster.base_url}/v1/chat/completions"
+    stream_body = {**body, "stream": True}
+    with httpx.stream("POST", url, json=stream_body, headers=cluster.auth, timeout=60) as response:
         assert response.status_code == 200
         seen = 0
         for line in response.iter_lines():
@@ -45,14 +36,14 @@ def test_client_disconnect_aborts_the_generation(cluster: Cluster) -> None:
                 seen += 1
             if seen >= 5:
                 break  # leave mid-stream: closing the response drops the connection
-    wait_for(
+    wait_until(
         lambda: llm_stats(cluster)["aborted"] == before["aborted"] + 1,
         timeout_s=30,
         what="the engine never aborted the abandoned request",
     )
     after = llm_stats(cluster)
     assert after["finished"] == before["finished"]  # it did not run to completion
-    wait_for(lambda: llm_stats(cluster)["running"] == 0, 30, "requests still running")
+    wait_until(lambda: llm_stats(cluster)["running"] == 0, 30, "requests still running")
 
 
 def test_non_streamed_request_cancelled_by_timeout_is_aborted(cluster: Cluster) -> None:
@@ -60,9 +51,12 @@ def test_non_streamed_request_cancelled_by_timeout_is_aborted(cluster: Cluster) 
     body = {"model": "default", "prompt": "Count:", "max_tokens": 1800, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
-            f"{cluster.base_url}/v1/completions", json=body, timeout=httpx.Timeout(60, read=1.5)
+            f"{cluster.base_url}/v1/completions",
+            json=body,
+            headers=cluster.auth,
+            timeout=httpx.Timeout(60, read=1.5),
         )
-    wait_for(
+    wait_until(
         lambda: llm_stats(cluster)["aborted"] == before["aborted"] + 1,
         timeout_s=30,
         what="the engine never aborted the timed-out request",
@@ -99,7 +93,9 @@ async def _stream_chat(client: httpx.AsyncClient, i: int) -> dict[str, Any]:
 
 def test_sixteen_concurrent_streams_all_complete(cluster: Cluster) -> None:
     async def run() -> list[dict[str, Any]]:
-        async with httpx.AsyncClient(base_url=cluster.base_url, timeout=120) as client:
+        async with httpx.AsyncClient(
+            base_url=cluster.base_url, headers=cluster.auth, timeout=120
+        ) as client:
             return await asyncio.gather(*(_stream_chat(client, i) for i in range(16)))
 
     results = asyncio.run(run())

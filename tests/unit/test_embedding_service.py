@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from deployments.router import ModelRouter
-from gateway.embeddings import EmbeddingBackend, EmbeddingService
+from gateway.embeddings import EmbedderTarget, EmbeddingService
 from schemas.embeddings import EmbeddingResult
-from schemas.errors import InvalidRequest
-from schemas.openai import EmbeddingRequest
+from schemas.errors import InvalidRequest, ModelNotFound
+from schemas.openai import EmbeddingRequest, EmbeddingResponse
 from tests.openai_spec import validate
 
 
@@ -25,14 +25,27 @@ class FakeEmbedder:
         return EmbeddingResult(vectors, [len(t.split()) for t in texts])
 
 
+class WordCounter:
+    def count(self, texts: list[str]) -> int:
+        return sum(len(t.split()) + 2 for t in texts)
+
+
 def service(fake: FakeEmbedder) -> EmbeddingService:
-    router: ModelRouter[EmbeddingBackend] = ModelRouter({"mini": fake}, {"emb": "mini"})
+    target = EmbedderTarget(fake, WordCounter())
+    router: ModelRouter[EmbedderTarget] = ModelRouter({"mini": target}, {"emb": "mini"})
     return EmbeddingService(router)
+
+
+async def embed(svc: EmbeddingService, req: EmbeddingRequest) -> EmbeddingResponse:
+    return await svc.embed(req, await svc.prepare(req))
 
 
 async def test_float_embeddings_keep_input_order_and_count_tokens() -> None:
     fake = FakeEmbedder()
-    body = await service(fake).embed(EmbeddingRequest(model="emb", input=["a b", "ccc"]))
+    svc = service(fake)
+    prepared = await svc.prepare(EmbeddingRequest(model="emb", input=["a b", "ccc"]))
+    assert prepared.reserved_tokens == 7 and prepared.model_id == "mini"
+    body = await embed(svc, EmbeddingRequest(model="emb", input=["a b", "ccc"]))
     dumped = body.model_dump(mode="json")
     validate(dumped, "CreateEmbeddingResponse")
     assert dumped["model"] == "mini"
@@ -44,8 +57,8 @@ async def test_float_embeddings_keep_input_order_and_count_tokens() -> None:
 async def test_base64_is_little_endian_float32_of_the_same_vector() -> None:
     fake = FakeEmbedder()
     svc = service(fake)
-    floats = await svc.embed(EmbeddingRequest(model="mini", input="hello"))
-    b64 = await svc.embed(EmbeddingRequest(model="mini", input="hello", encoding_format="base64"))
+    floats = await embed(svc, EmbeddingRequest(model="mini", input="hello"))
+    b64 = await embed(svc, EmbeddingRequest(model="mini", input="hello", encoding_format="base64"))
     raw = b64.data[0].embedding
     assert isinstance(raw, str)
     decoded = np.frombuffer(base64.b64decode(raw), dtype="<f4")
@@ -55,9 +68,11 @@ async def test_base64_is_little_endian_float32_of_the_same_vector() -> None:
 async def test_empty_strings_and_foreign_dimensions_are_refused() -> None:
     fake = FakeEmbedder()
     with pytest.raises(InvalidRequest, match="empty"):
-        await service(fake).embed(EmbeddingRequest(model="mini", input=["ok", ""]))
+        await embed(service(fake), EmbeddingRequest(model="mini", input=["ok", ""]))
     assert fake.calls == []
     with pytest.raises(InvalidRequest, match="dimensions"):
-        await service(fake).embed(EmbeddingRequest(model="mini", input="x", dimensions=2))
-    same = await service(fake).embed(EmbeddingRequest(model="mini", input="x", dimensions=4))
+        await embed(service(fake), EmbeddingRequest(model="mini", input="x", dimensions=2))
+    same = await embed(service(fake), EmbeddingRequest(model="mini", input="x", dimensions=4))
+    with pytest.raises(ModelNotFound):
+        await service(fake).prepare(EmbeddingRequest(model="mini", input="x"), lambda _: False)
     assert len(same.data[0].embedding) == 4

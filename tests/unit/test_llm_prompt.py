@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from deployments.llm import PromptEncoder, RequestCounters, check_fits, sampling_params
+from deployments.llm import RequestCounters, sampling_params
+from deployments.prompt import PromptEncoder, check_fits
 from schemas.errors import ContextLengthExceeded, InvalidRequest
 from schemas.generation import GenerationRequest, SamplingOptions
 

@@ -1,0 +1,80 @@
+"""The served model's prompt side: chat template, tokenizer and context-length check.
+
+Used by the LLM deployment and by the gateway, which counts prompt tokens with the
+model's own tokenizer before admitting a request against its token quota. Loads only a
+tokenizer (transformers), never an engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.errors import ContextLengthExceeded, InvalidRequest
+from schemas.generation import GenerationRequest
+
+
+class PromptEncoder:
+    """Chat template and tokenizer of the served model."""
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer = tokenizer
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        if request.prompt_token_ids is not None:
+            vocab = len(self._tokenizer)
+            if any(not 0 <= t < vocab for t in request.prompt_token_ids):
+                raise InvalidRequest(f"prompt token ids must lie in [0, {vocab})", param="prompt")
+            return list(request.prompt_token_ids)
+        if request.messages is not None:
+            messages = [{"role": role, "content": text} for role, text in request.messages]
+            ids = self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True
+            )
+            # transformers >= 5 returns a BatchEncoding here; older versions a list.
+            return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        assert request.prompt is not None
+        return list(self._tokenizer.encode(request.prompt))
+
+
+def check_fits(prompt_tokens: int, max_tokens: int | None, max_model_len: int) -> int:
+    """The max_tokens to generate with; raises if the prompt and answer cannot fit."""
+    room = max_model_len - prompt_tokens
+    if room < 1:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {max_model_len} tokens, but the "
+            f"prompt has {prompt_tokens} tokens. Please shorten the prompt.",
+            param="messages",
+        )
+    if max_tokens is None:
+        return room
+    if max_tokens > room:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {max_model_len} tokens. You requested "
+            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} "
+            "for the completion). Please reduce the prompt or max_tokens.",
+            param="max_tokens",
+        )
+    return max_tokens
+
+
+def load_prompt_encoder(model_source: str) -> PromptEncoder:
+    from transformers import AutoTokenizer
+
+    return PromptEncoder(AutoTokenizer.from_pretrained(model_source))
+
+
+class TextTokenCounter:
+    """Tokens of plain texts (embedding inputs) under a model's tokenizer, untruncated."""
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer = tokenizer
+
+    def count(self, texts: list[str]) -> int:
+        encoded = self._tokenizer(texts, add_special_tokens=True, verbose=False)
+        return sum(len(ids) for ids in encoded["input_ids"])
+
+
+def load_text_token_counter(model_source: str) -> TextTokenCounter:
+    from transformers import AutoTokenizer
+
+    return TextTokenCounter(AutoTokenizer.from_pretrained(model_source))

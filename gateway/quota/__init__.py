@@ -1,0 +1,1 @@
+"""Per-tenant token-bucket quotas kept in Redis: pure bucket core, Redis store, policy."""
