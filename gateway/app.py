@@ -20,9 +20,6 @@ from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from deployments.config import resolve_model_source
 from deployments.embedder import EmbedderDeployment
@@ -38,7 +35,7 @@ from gateway.errors import install_error_handlers, parse_body
 from gateway.generation import GenerationService, LLMTarget, Prepared
 from gateway.metrics import GatewayMetrics
 from gateway.quota.policy import Lease, QuotaPolicy
-from gateway.quota.redis_store import RedisQuotaStore
+from gateway.quota.redis_store import RedisQuotaStore, redis_client
 from schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -87,15 +84,7 @@ class Gateway:
         )
         quota = config.quota
         password = os.environ.get(quota.redis_password_env) if quota.redis_password_env else None
-        redis = Redis.from_url(
-            quota.redis_url,
-            password=password,
-            socket_timeout=quota.timeout_s,
-            socket_connect_timeout=quota.timeout_s,
-            # A pooled connection that died with its server is replaced at once; redis-py's
-            # default backs off with jitter for up to a second, beyond the quota's budget.
-            retry=Retry(NoBackoff(), retries=1),
-        )
+        redis = redis_client(quota.redis_url, password, quota.timeout_s)
         self._metrics = GatewayMetrics()
         self._quota = QuotaPolicy(
             RedisQuotaStore(redis, quota.timeout_s), quota, self._metrics.record_quota_decision

@@ -25,7 +25,9 @@ from loadtests.harness import (
     Server,
     free_port,
     machine,
+    redis_server,
     streaming_level,
+    wait_for_port,
     write_result,
 )
 
@@ -142,6 +144,19 @@ def compare(systems: dict[str, list[dict]]) -> dict[str, list[dict]]:
     return out
 
 
+def make_server(name: str, profile: dict[str, Any], workdir: Path, redis: Server) -> Server:
+    model = profile["applications"][0]["args"]["models"][0]
+    port = free_port()
+    log = RESULTS / f"llm_streaming.{name}.log.tmp"
+    if name == "vllm":
+        return vllm_server(model, port, log)
+    if name == "raygate":
+        config = copy.deepcopy(profile)
+        config["applications"][0]["args"]["quota"]["redis_url"] = redis.base_url + "/0"
+        return serve_server(name, config, port, workdir, log)
+    return serve_server(name, ray_serve_llm_config(profile), port, workdir, log)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -153,27 +168,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     profile = local_profile()
-    model = profile["applications"][0]["args"]["models"][0]
+    model_id = profile["applications"][0]["args"]["models"][0]["id"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
     systems: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        for name in args.systems:
-            port = free_port()
-            log = RESULTS / f"llm_streaming.{name}.log.tmp"
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            if name == "vllm":
-                server = vllm_server(model, port, log)
-            elif name == "raygate":
-                server = serve_server(name, profile, port, workdir, log)
-            else:
-                server = serve_server(name, ray_serve_llm_config(profile), port, workdir, log)
-            print(f"{name}: starting on port {port}", flush=True)
-            systems[name] = run_system(server, model["id"], args.concurrency, args.max_tokens)
+        redis = redis_server(free_port(), workdir)  # raygate's quota store
+        redis.start(ready_path=None)
+        wait_for_port(int(redis.base_url.rsplit(":", 1)[1]))
+        try:
+            for name in args.systems:
+                server = make_server(name, profile, workdir, redis)
+                print(f"{name}: starting at {server.base_url}", flush=True)
+                systems[name] = run_system(server, model_id, args.concurrency, args.max_tokens)
+        finally:
+            redis.stop()
 
     record = {
         "machine": machine(),
         "command": "python -m loadtests.bench_llm " + " ".join(argv or sys.argv[1:]),
-        "model": model["id"],
+        "model": model_id,
         "max_tokens": args.max_tokens,
         "systems": systems,
         "comparison": compare(systems),

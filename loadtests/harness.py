@@ -57,7 +57,7 @@ class Server:
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_path: str = "/v1/models", timeout_s: float = 300) -> None:
+    def start(self, ready_path: str | None = "/v1/models", timeout_s: float = 300) -> None:
         log = open(self.log_path or os.devnull, "wb")
         self.process = subprocess.Popen(
             self.argv,
@@ -67,6 +67,8 @@ class Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if ready_path is None:
+            return
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -88,6 +90,25 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)  # the group this script created
             self.process.wait()
+
+
+def wait_for_port(port: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # polling until the server listens
+
+
+def redis_server(port: int, workdir: Path) -> Server:
+    """A throwaway redis-server on loopback (no persistence), for benchmarks."""
+    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    argv += ["--appendonly", "no", "--dir", str(workdir)]
+    return Server("redis", argv, f"redis://127.0.0.1:{port}")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

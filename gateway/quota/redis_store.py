@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.quota.buckets import BucketState, Decision, Limit
@@ -107,6 +109,18 @@ end
 return 1
 """
 )
+
+
+def redis_client(url: str, password: str | None, timeout_s: float) -> Redis:
+    return Redis.from_url(
+        url,
+        password=password,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        # A pooled connection that died with its server is replaced at once; redis-py's
+        # default backs off with jitter for up to a second, beyond the quota's budget.
+        retry=Retry(NoBackoff(), retries=1),
+    )
 
 
 class QuotaStoreUnavailable(Exception):
