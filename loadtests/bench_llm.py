@@ -192,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "systems": systems,
         "comparison": compare(systems),
     }
-    json_path, md_path = write_result("llm_streaming", record, markdown(record))
-    print(markdown(record))
-    print(f"wrote {json_path} and {md_path}")
+    write_result("llm_streaming", record, markdown(record))
     return 0
 
 

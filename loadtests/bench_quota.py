@@ -146,9 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "redis": version,
         "runs": runs,
     }
-    json_path, md_path = write_result("quota", record, markdown(record))
-    print(markdown(record))
-    print(f"wrote {json_path} and {md_path}")
+    write_result("quota", record, markdown(record))
     return 0
 
 

@@ -192,9 +192,11 @@ async def streaming_level(
     }
 
 
-def write_result(name: str, record: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+def write_result(name: str, record: dict[str, Any], markdown: str) -> None:
+    """Save a benchmark's record (JSON) and its table (Markdown), and print the table."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     md_path.write_text(markdown)
-    return json_path, md_path
+    print(markdown)
+    print(f"wrote {json_path} and {md_path}")
