@@ -79,7 +79,10 @@ class LLMDeployment:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         if self._engine.errored:
             raise ServiceUnavailable(f"model '{self._model_id}' is restarting; try again")
-        prompt_ids = await asyncio.to_thread(self._encoder.encode, request)
+        if request.prompt_token_ids is not None:  # the gateway's case: only a range check
+            prompt_ids = self._encoder.encode(request)
+        else:  # tokenizing text can take milliseconds: off the event loop
+            prompt_ids = await asyncio.to_thread(self._encoder.encode, request)
         max_tokens = check_fits(len(prompt_ids), request.sampling.max_tokens, self._max_model_len)
         params = sampling_params(request.sampling, max_tokens)
         async for chunk in self._run(prompt_ids, params, request.request_id):

