@@ -144,13 +144,10 @@ class Gateway:
         body = parse_body(await request.body(), EmbeddingRequest)
         prepared = await self._embeddings.prepare(body, principal.may_use)
         lease = await self._quota.admit(principal, "embeddings", prepared.reserved_tokens)
-        used = prepared.reserved_tokens
+        used = 0  # nothing is charged unless the embedder answers
         try:
             response = await self._embeddings.embed(body, prepared)
             used = response.usage.prompt_tokens
-        except BaseException:
-            used = 0  # nothing was embedded
-            raise
         finally:
             await self._settle(lease, used)
         return _reply(response, lease.headers)

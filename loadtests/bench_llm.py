@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -96,7 +97,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['date']}.",
         f"Command: `{record['command']}`",
         f"Model: {record['model']}; {record['max_tokens']} output tokens per request "
-        "(ignore_eos), streamed with include_usage.",
+        "(ignore_eos), streamed with include_usage. Figures are medians of "
+        f"{record['repeat']} interleaved run(s) per system; every run is in the JSON.",
         "",
         "| system | concurrency | requests | output tok/s | TTFT p50 ms | TTFT p95 ms |",
         "|---|---|---|---|---|---|",
@@ -120,6 +122,18 @@ def markdown(record: dict[str, Any]) -> str:
                     f"{r['ttft_p50_added_ms']} |"
                 )
     return "\n".join(lines) + "\n"
+
+
+def median_levels(repetitions: list[list[dict]]) -> list[dict]:
+    """Per concurrency level, the median of each figure over the repetitions."""
+    merged = []
+    for levels in zip(*repetitions, strict=True):
+        row = dict(levels[0])
+        for key in ("output_tok_s", "ttft_p50_ms", "ttft_p95_ms"):
+            row[key] = round(statistics.median(level[key] for level in levels), 1)
+        row["requests"] = sum(level["requests"] for level in levels)
+        merged.append(row)
+    return merged
 
 
 def compare(systems: dict[str, list[dict]]) -> dict[str, list[dict]]:
@@ -165,32 +179,40 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="interleaved runs per system; medians reported"
+    )
     args = parser.parse_args(argv)
 
     profile = local_profile()
     model_id = profile["applications"][0]["args"]["models"][0]["id"]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    systems: dict[str, list[dict]] = {}
+    runs: dict[str, list[list[dict]]] = {name: [] for name in args.systems}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         redis = redis_server(free_port(), workdir)  # raygate's quota store
         redis.start(ready_path=None)
         wait_for_port(int(redis.base_url.rsplit(":", 1)[1]))
         try:
-            for name in args.systems:
-                server = make_server(name, profile, workdir, redis)
-                print(f"{name}: starting at {server.base_url}", flush=True)
-                systems[name] = run_system(server, model_id, args.concurrency, args.max_tokens)
+            for rep in range(args.repeat):  # interleaved: drift hits every system alike
+                for name in args.systems:
+                    server = make_server(name, profile, workdir, redis)
+                    print(f"{name} (run {rep + 1}): starting at {server.base_url}", flush=True)
+                    levels = run_system(server, model_id, args.concurrency, args.max_tokens)
+                    runs[name].append(levels)
         finally:
             redis.stop()
 
+    systems = {name: median_levels(reps) for name, reps in runs.items()}
     record = {
         "machine": machine(),
         "command": "python -m loadtests.bench_llm " + " ".join(argv or sys.argv[1:]),
         "model": model_id,
         "max_tokens": args.max_tokens,
-        "systems": systems,
+        "repeat": args.repeat,
+        "systems": systems,  # medians over the repetitions
         "comparison": compare(systems),
+        "runs": runs,
     }
     write_result("llm_streaming", record, markdown(record))
     return 0
