@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from loadtests.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_NAME = "raygate"
@@ -89,13 +90,6 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def local_args() -> dict[str, Any]:

@@ -11,7 +11,8 @@ from redis.asyncio import Redis
 
 from gateway.quota.buckets import InMemoryBuckets, Limit
 from gateway.quota.redis_store import BucketCharge, QuotaStoreUnavailable, RedisQuotaStore
-from tests.integration.conftest import RedisServer, free_port
+from loadtests.harness import free_port
+from tests.integration.conftest import RedisServer
 from tests.unit.quota_fakes import Clock
 
 pytestmark = pytest.mark.integration
