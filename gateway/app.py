@@ -10,7 +10,8 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,13 +30,19 @@ from deployments.router import ModelRouter
 from gateway import sse
 from gateway.auth import KeyRing, Principal, TenantsFile, load_tenants
 from gateway.backends import ServeEmbeddingBackend, ServeLLMBackend
+from gateway.cache.config import CacheConfig
+from gateway.cache.redis_store import RedisCacheStore
+from gateway.cache.replay import RecordingBackend, ReplayBackend
+from gateway.cache.service import CacheMetrics, Embed, Lookup, ResponseCache
 from gateway.config import AppConfig
 from gateway.embeddings import EmbedderTarget, EmbeddingService
 from gateway.errors import install_error_handlers, parse_body
 from gateway.generation import GenerationService, LLMTarget, Prepared
 from gateway.metrics import GatewayMetrics
 from gateway.quota.policy import Lease, QuotaPolicy
-from gateway.quota.redis_store import RedisQuotaStore, redis_client
+from gateway.quota.redis_store import RedisQuotaStore
+from gateway.redis_conn import redis_client
+from schemas.embeddings import EmbeddingResult
 from schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -46,6 +53,34 @@ from schemas.openai import (
 
 api = FastAPI(title="raygate", docs_url=None, redoc_url=None)
 install_error_handlers(api)
+
+
+Run = Callable[[Prepared], Awaitable[BaseModel | AsyncGenerator[str, None]]]
+
+
+def build_cache(config: CacheConfig, embed: Embed | None, metrics: CacheMetrics) -> ResponseCache:
+    password = os.environ.get(config.redis_password_env) if config.redis_password_env else None
+    store = RedisCacheStore(
+        redis_client(config.redis_url, password, config.timeout_s),
+        config.timeout_s,
+        config.key_prefix,
+        config.stream_maxlen,
+    )
+    # The follower blocks on the entry stream for up to a second at a time.
+    follower = RedisCacheStore(
+        redis_client(config.redis_url, password, 2.0 + config.timeout_s),
+        2.0 + config.timeout_s,
+        config.key_prefix,
+        config.stream_maxlen,
+    )
+    return ResponseCache(config, store, follower, embed, metrics)
+
+
+# Module-level names that Gateway uses are defined before it: `@serve.deployment`
+# serialises the class as it is decorated, with the globals known at that point.
+async def _embed_one(target: EmbedderTarget, text: str) -> Any:
+    result: EmbeddingResult = await target.backend.embed([text])
+    return result.vectors[0]
 
 
 def _reply(result: BaseModel | AsyncIterator[str], headers: Mapping[str, str]) -> Response:
@@ -90,6 +125,13 @@ class Gateway:
             RedisQuotaStore(redis, quota.timeout_s), quota, self._metrics.record_quota_decision
         )
         self._created = int(time.time())
+        self._cache: ResponseCache | None = None
+        if config.cache is not None:
+            embed: Embed | None = None
+            if config.cache.embedder is not None:
+                embed = partial(_embed_one, emb_targets[config.cache.embedder])
+            self._cache = build_cache(config.cache, embed, self._metrics.cache_metrics())
+            self._cache.start()  # Serve runs constructors on the replica's event loop
 
     def _principal(self, request: Request) -> Principal:
         return self._keys.authenticate(request.headers.get("authorization"))
@@ -98,45 +140,87 @@ class Gateway:
         # Shielded: a cancelled request (client gone) still returns its unused tokens.
         await asyncio.shield(self._quota.settle(lease, used_tokens))
 
+    async def _lookup(
+        self,
+        request: Request,
+        principal: Principal,
+        body: ChatCompletionRequest | CompletionRequest,
+        prepared: Prepared,
+    ) -> Lookup | None:
+        """Consult the cache; on a hit the answer replays, on a miss it is recorded."""
+        if self._cache is None:
+            return None
+        tenant = principal.tenant
+        lookup = await self._cache.lookup(
+            tenant.id,
+            tenant.cache,
+            prepared.model_id,
+            body,
+            prepared.max_tokens,
+            request.headers.get("cache-control"),
+        )
+        if lookup.answer is not None:
+            prepared.backend = ReplayBackend(
+                lookup.answer, prepared.prompt_tokens, prepared.backend
+            )
+        elif lookup.store:
+            prepared.backend = RecordingBackend(
+                prepared.backend, partial(self._cache.remember, lookup)
+            )
+        return lookup
+
+    def _charge(self, lookup: Lookup | None, prepared: Prepared) -> int:
+        if self._cache is None or lookup is None:
+            return prepared.used_tokens
+        return self._cache.charge(lookup, prepared.used_tokens)
+
     async def _generate(
         self,
-        lease: Lease,
-        prepared: Prepared,
-        run: Awaitable[BaseModel | AsyncGenerator[str, None]],
+        request: Request,
+        principal: Principal,
+        body: ChatCompletionRequest | CompletionRequest,
+        run: Run,
     ) -> Response:
+        """Prepare, admit, consult the cache, run, and settle however it ends."""
+        prepared = await self._generation.prepare(body, principal.may_use)
+        lease = await self._quota.admit(principal, "generation", prepared.reserved_tokens)
+        lookup: Lookup | None = None
         try:
-            result = await run
+            lookup = await self._lookup(request, principal, body, prepared)
+            refusal = lookup.refusal() if lookup else None
+            if refusal is not None:
+                raise refusal
+            result = await run(prepared)
         except BaseException:
-            await self._settle(lease, prepared.used_tokens)
+            await self._settle(lease, self._charge(lookup, prepared))
             raise
+        headers = {**lease.headers, **(lookup.headers() if lookup else {})}
         if isinstance(result, BaseModel):
-            await self._settle(lease, prepared.used_tokens)
-            return _reply(result, lease.headers)
+            await self._settle(lease, self._charge(lookup, prepared))
+            return _reply(result, headers)
 
         async def settled_stream() -> AsyncGenerator[str, None]:
             try:
                 async for event in result:
                     yield event
             finally:
-                await self._settle(lease, prepared.used_tokens)
+                await self._settle(lease, self._charge(lookup, prepared))
 
-        return _reply(settled_stream(), lease.headers)
+        return _reply(settled_stream(), headers)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
         principal = self._principal(request)
         body = parse_body(await request.body(), ChatCompletionRequest)
-        prepared = await self._generation.prepare(body, principal.may_use)
-        lease = await self._quota.admit(principal, "generation", prepared.reserved_tokens)
-        return await self._generate(lease, prepared, self._generation.chat(body, prepared))
+        run = partial(self._generation.chat, body)
+        return await self._generate(request, principal, body, run)
 
     @api.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
         principal = self._principal(request)
         body = parse_body(await request.body(), CompletionRequest)
-        prepared = await self._generation.prepare(body, principal.may_use)
-        lease = await self._quota.admit(principal, "generation", prepared.reserved_tokens)
-        return await self._generate(lease, prepared, self._generation.complete(body, prepared))
+        run = partial(self._generation.complete, body)
+        return await self._generate(request, principal, body, run)
 
     @api.post("/v1/embeddings")
     async def embeddings(self, request: Request) -> Response:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from deployments.config import Strict
+from gateway.cache.config import TenantCache
 from schemas.errors import APIError
 
 
@@ -69,6 +70,9 @@ class TenantConfig(Strict):
     models: list[str] = Field(default=["*"], description="Model ids allowed; '*' for all.")
     limits: Limits = Field(default_factory=Limits, description="Shared by all the tenant's keys.")
     keys: list[KeyConfig] = Field(default_factory=list)
+    cache: TenantCache = Field(
+        default_factory=TenantCache, description="Response cache: on/off and entry lifetime."
+    )
 
 
 class TenantsFile(Strict):

@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 
 from deployments.config import EmbedderConfig, LLMModelConfig, ServeOptions, Strict
 from gateway.auth import AuthConfig
+from gateway.cache.config import CacheConfig
 from gateway.quota.policy import QuotaConfig
 
 
@@ -31,6 +32,9 @@ class AppConfig(Strict):
     gateway: GatewayOptions = Field(default_factory=GatewayOptions, description="The ingress.")
     auth: AuthConfig = Field(description="API keys and tenants.")
     quota: QuotaConfig = Field(default_factory=QuotaConfig, description="Quota store and policy.")
+    cache: CacheConfig | None = Field(
+        default=None, description="Response cache (exact + semantic); absent: no cache."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> AppConfig:
@@ -41,4 +45,7 @@ class AppConfig(Strict):
                 if name in seen:
                     raise ValueError(f"model name '{name}' is used twice")
                 seen.add(name)
+        embedder = self.cache.embedder if self.cache else None
+        if embedder is not None and embedder not in {e.id for e in self.embedders}:
+            raise ValueError(f"cache.embedder '{embedder}' is not an embedder id")
         return self

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from ray.serve.metrics import Counter
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+from gateway.cache.service import CacheMetrics
 
 PREFIX = "raygate_gateway_"
 
@@ -22,8 +24,48 @@ class GatewayMetrics:
             "settle_failed.",
             tag_keys=cast(Any, ("tenant", "route_class", "decision")),  # stub says tuple[str]
         )
+        self._cache_lookups = Counter(
+            PREFIX + "cache_lookups_total",
+            description="Cache lookups by result: hit_exact, hit_semantic, miss, refresh, "
+            "bypass, off, uncacheable, unavailable (Redis down: the cache stepped aside).",
+            tag_keys=cast(Any, ("tenant", "result")),
+        )
+        self._cache_stores = Counter(
+            PREFIX + "cache_stores_total",
+            description="Complete answers written to the cache: stored, failed.",
+            tag_keys=cast(Any, ("tenant", "result")),
+        )
+        self._cache_rejects = Counter(
+            PREFIX + "cache_verification_rejects_total",
+            description="Semantic candidates above the threshold turned down by a guard.",
+            tag_keys=cast(Any, ("tenant", "guard")),
+        )
+        self._cache_similarity = Histogram(
+            PREFIX + "cache_similarity",
+            description="Cosine similarity of the nearest semantic candidate.",
+            boundaries=[0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99],
+        )
+        self._cache_entries = Gauge(
+            PREFIX + "cache_index_entries",
+            description="Entries in this gateway replica's semantic index.",
+        )
 
     def record_quota_decision(self, tenant: str, route_class: str, decision: str) -> None:
         self._quota_decisions.inc(
             tags={"tenant": tenant, "route_class": route_class, "decision": decision}
+        )
+
+    def cache_metrics(self) -> CacheMetrics:
+        return CacheMetrics(
+            lookup=lambda tenant, result: self._cache_lookups.inc(
+                tags={"tenant": tenant, "result": result}
+            ),
+            store=lambda tenant, result: self._cache_stores.inc(
+                tags={"tenant": tenant, "result": result}
+            ),
+            similarity=self._cache_similarity.observe,
+            guard_reject=lambda tenant, guard: self._cache_rejects.inc(
+                tags={"tenant": tenant, "guard": guard}
+            ),
+            entries=self._cache_entries.set,
         )

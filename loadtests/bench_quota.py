@@ -22,7 +22,8 @@ import redis as redis_sync
 
 from gateway.auth import BucketLimit, KeyConfig, Limits, Principal, TenantConfig
 from gateway.quota.policy import QuotaConfig, QuotaPolicy
-from gateway.quota.redis_store import RedisQuotaStore, redis_client
+from gateway.quota.redis_store import RedisQuotaStore
+from gateway.redis_conn import redis_client
 from loadtests.harness import (
     free_port,
     machine,

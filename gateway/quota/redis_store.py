@@ -9,16 +9,14 @@ to integers on the way out, and `tostring` keeps only 14 digits.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from gateway.quota.buckets import BucketState, Decision, Limit
+from gateway.redis_conn import within
 
 # Both scripts take ARGV[1] = now in ms, or -1 for the Redis server's clock.
 NOW_LUA = """
@@ -111,18 +109,6 @@ return 1
 )
 
 
-def redis_client(url: str, password: str | None, timeout_s: float) -> Redis:
-    return Redis.from_url(
-        url,
-        password=password,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        # A pooled connection that died with its server is replaced at once; redis-py's
-        # default backs off with jitter for up to a second, beyond the quota's budget.
-        retry=Retry(NoBackoff(), retries=1),
-    )
-
-
 class QuotaStoreUnavailable(Exception):
     """Redis did not answer in time or at all."""
 
@@ -147,11 +133,8 @@ class RedisQuotaStore:
         self._admit = redis.register_script(ADMIT_LUA)
         self._settle = redis.register_script(SETTLE_LUA)
 
-    async def _call(self, script: object, keys: list[str], args: list[object]) -> object:
-        try:
-            return await asyncio.wait_for(script(keys=keys, args=args), self._timeout_s)  # type: ignore[operator]
-        except (RedisError, TimeoutError, OSError) as exc:
-            raise QuotaStoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    async def _call(self, script: Any, keys: list[str], args: list[object]) -> object:
+        return await within(script(keys=keys, args=args), self._timeout_s, QuotaStoreUnavailable)
 
     async def admit(
         self,

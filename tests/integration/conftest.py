@@ -27,11 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 APP_NAME = "raygate"
 
 MAIN_KEY, TIGHT_KEY, TOKENS_KEY, RESTRICTED_KEY = "sk-main", "sk-tight", "sk-tokens", "sk-emb"
+CACHE_A_KEY, CACHE_B_KEY = "sk-cache-a", "sk-cache-b"  # the tenants with the cache on
 TIGHT_BURST = 10  # requests; refills 1 per 100 s, i.e. not during a test
 TOKENS_BURST = 20_000
 
 
 def tenants_yaml() -> str:
+    """Test tenants. The cache is off for all but cache-a and cache-b, so that tests of
+    the engine are never answered from the cache."""
     from gateway.auth import key_digest
 
     return f"""
@@ -41,17 +44,26 @@ tenants:
       requests: {{per_minute: 100000, burst: 100000}}
       tokens: {{per_minute: 100000000, burst: 100000000}}
     keys: [{{name: main, sha256: {key_digest(MAIN_KEY)}}}]
+    cache: {{enabled: false}}
   - id: tight
     limits:
       requests: {{per_minute: 0.6, burst: {TIGHT_BURST}}}
     keys: [{{name: tight, sha256: {key_digest(TIGHT_KEY)}}}]
+    cache: {{enabled: false}}
   - id: tokens
     limits:
       tokens: {{per_minute: 0.06, burst: {TOKENS_BURST}}}
     keys: [{{name: tokens, sha256: {key_digest(TOKENS_KEY)}}}]
+    cache: {{enabled: false}}
   - id: restricted
     models: [all-minilm-l6-v2]
     keys: [{{name: emb-only, env: RAYGATE_TEST_RESTRICTED_KEY}}]
+  - id: cache-a
+    limits:
+      tokens: {{per_minute: 0, burst: 1000000}}
+    keys: [{{name: cache-a, sha256: {key_digest(CACHE_A_KEY)}}}]
+  - id: cache-b
+    keys: [{{name: cache-b, sha256: {key_digest(CACHE_B_KEY)}}}]
 """
 
 
@@ -105,6 +117,7 @@ class Cluster:
     args: dict[str, Any]
     redis: RedisServer
     metrics_url: str
+    cache_redis: RedisServer
 
     @property
     def auth(self) -> dict[str, str]:
@@ -152,18 +165,19 @@ def wait_ready(base_url: str, timeout_s: float) -> None:
     raise TimeoutError(f"raygate not ready after {timeout_s}s: {last!r}")
 
 
-def testing_args(redis: RedisServer, tenants_file: Path) -> dict[str, Any]:
-    """The local profile's args with auth on, the test Redis, and two gateway replicas."""
+def testing_args(redis: RedisServer, cache: RedisServer, tenants_file: Path) -> dict[str, Any]:
+    """The local profile's args with auth on, the test Redis servers (one for quotas, one
+    for the cache, so either can be stopped alone), and two gateway replicas."""
     args = local_args()
     args["auth"] = {"enabled": True, "tenants_file": str(tenants_file)}
     args["quota"] = {**args["quota"], "redis_url": redis.url}
+    args["cache"] = {**args["cache"], "redis_url": cache.url}
     args["gateway"]["deployment"]["num_replicas"] = 2
     return args
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    redis = RedisServer(tmp_path_factory.mktemp("redis"))
+def running_redis(workdir: Path) -> Iterator[RedisServer]:
+    redis = RedisServer(workdir)
     redis.start()
     try:
         yield redis
@@ -172,8 +186,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from running_redis(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture(scope="session")
+def cache_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from running_redis(tmp_path_factory.mktemp("cache-redis"))
+
+
+@pytest.fixture(scope="session")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, cache_redis: RedisServer
 ) -> Iterator[Cluster]:
     import ray
     from ray import serve
@@ -196,11 +220,12 @@ def cluster(
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        args = testing_args(redis, tenants_file)
+        args = testing_args(redis, cache_redis, tenants_file)
         serve.run(build_app(args), name=APP_NAME, route_prefix="/")
         base_url = f"http://127.0.0.1:{port}"
         wait_ready(base_url, timeout_s=180)
-        yield Cluster(base_url, args, redis, f"http://127.0.0.1:{metrics_port}/metrics")
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        yield Cluster(base_url, args, redis, metrics_url, cache_redis)
     finally:
         serve.shutdown()
         ray.shutdown()

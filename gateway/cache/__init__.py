@@ -1,0 +1,1 @@
+"""Two-tier (exact + semantic) response cache of the gateway, kept in Redis."""

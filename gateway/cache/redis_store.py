@@ -1,0 +1,193 @@
+"""Cache entries in plain Redis (no search module needed): hashes, an exact-key index,
+and a stream of entry events that every gateway replica follows to keep its vector index.
+
+    {prefix}:seq           INCR counter: entry ids
+    {prefix}:entry:{id}    hash: partition, query, vector (float32 bytes), expires_at,
+                           answer (JSON); expires with the entry
+    {prefix}:exact:{key}   the id of the newest entry for an exact key; same TTL
+    {prefix}:events        stream: op=put (id, partition, query, vector, expires_at) or
+                           op=del (id); trimmed to about `stream_maxlen`
+
+Storing is one Lua script (one round trip): it writes the entry, points the exact key at
+it, deletes the entry it replaces and appends the events. Expiry times come from the
+Redis server's clock so that all replicas agree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from redis.asyncio import Redis
+
+from gateway.cache.index import IndexedEntry
+from gateway.redis_conn import within
+
+PUT_LUA = """
+local t = redis.call('TIME')
+local ttl = tonumber(ARGV[2])
+local expires_at = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1e6 + ttl)
+local id = tostring(redis.call('INCR', KEYS[1]))
+local entry = ARGV[1] .. id
+redis.call('HSET', entry, 'partition', ARGV[4], 'query', ARGV[5], 'vector', ARGV[6],
+           'expires_at', expires_at, 'answer', ARGV[7])
+redis.call('EXPIRE', entry, ttl)
+local old = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[2], id, 'EX', ttl)
+if old then
+  redis.call('DEL', ARGV[1] .. old)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'op', 'del', 'id', old)
+end
+if ARGV[6] ~= '' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'op', 'put', 'id', id,
+             'partition', ARGV[4], 'query', ARGV[5], 'vector', ARGV[6],
+             'expires_at', expires_at)
+end
+return id
+"""
+
+GET_EXACT_LUA = """
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+local fields = redis.call('HMGET', ARGV[1] .. id, 'partition', 'answer')
+if not fields[2] then return false end
+return {id, fields[1], fields[2]}
+"""
+
+
+class CacheStoreUnavailable(Exception):
+    """Redis did not answer in time or at all."""
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """What a hit replays: the text of an answer that stopped by itself."""
+
+    text: str
+    completion_tokens: int
+
+    def to_json(self) -> str:
+        return json.dumps({"text": self.text, "completion_tokens": self.completion_tokens})
+
+    @staticmethod
+    def from_json(raw: bytes | str) -> CachedAnswer:
+        data = json.loads(raw)
+        return CachedAnswer(str(data["text"]), int(data["completion_tokens"]))
+
+
+@dataclass(frozen=True)
+class EntryEvent:
+    op: str  # "put" or "del"
+    entry_id: int
+    entry: IndexedEntry | None = None
+    vector: np.ndarray | None = None
+
+
+def _vector(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype="<f4")
+
+
+def _event(fields: dict[bytes, bytes]) -> EntryEvent:
+    entry_id = int(fields[b"id"])
+    if fields[b"op"] == b"del":
+        return EntryEvent("del", entry_id)
+    entry = IndexedEntry(
+        entry_id,
+        fields[b"partition"].decode(),
+        fields[b"query"].decode(),
+        float(fields[b"expires_at"]),
+    )
+    return EntryEvent("put", entry_id, entry, _vector(fields[b"vector"]))
+
+
+class RedisCacheStore:
+    def __init__(self, redis: Redis, timeout_s: float, prefix: str, stream_maxlen: int):
+        self._redis: Any = redis  # redis-py's reply types are unions of everything
+        self._timeout_s = timeout_s
+        self._prefix = prefix
+        self._entry_prefix = f"{prefix}:entry:"
+        self._seq = f"{prefix}:seq"
+        self._events = f"{prefix}:events"
+        self._maxlen = stream_maxlen
+        self._put = redis.register_script(PUT_LUA)
+        self._get_exact = redis.register_script(GET_EXACT_LUA)
+
+    def _exact(self, key: str) -> str:
+        return f"{self._prefix}:exact:{key}"
+
+    async def _call(self, awaitable: Any) -> Any:
+        return await within(awaitable, self._timeout_s, CacheStoreUnavailable)
+
+    async def put(
+        self,
+        partition: str,
+        exact_key: str,
+        query: str | None,
+        vector: np.ndarray | None,
+        answer: CachedAnswer,
+        ttl_s: int,
+    ) -> int:
+        """Store an answer; it replaces the entry of the same exact key. Returns its id."""
+        raw_vector = b"" if vector is None else np.asarray(vector, dtype="<f4").tobytes()
+        keys = [self._seq, self._exact(exact_key), self._events]
+        args: list[Any] = [self._entry_prefix, ttl_s, self._maxlen, partition, query or ""]
+        args += [raw_vector, answer.to_json()]
+        return int(await self._call(self._put(keys=keys, args=args)))
+
+    async def get_exact(self, exact_key: str, partition: str) -> tuple[int, CachedAnswer] | None:
+        found = await self._call(
+            self._get_exact(keys=[self._exact(exact_key)], args=[self._entry_prefix])
+        )
+        if not found or found[1].decode() != partition:
+            return None
+        return int(found[0]), CachedAnswer.from_json(found[2])
+
+    async def get(self, entry_id: int, partition: str) -> CachedAnswer | None:
+        """The answer of an entry, if it still exists in that partition."""
+        stored, answer = await self._call(
+            self._redis.hmget(f"{self._entry_prefix}{entry_id}", ["partition", "answer"])
+        )
+        if stored is None or answer is None or stored.decode() != partition:
+            return None
+        return CachedAnswer.from_json(answer)
+
+    # ----------------------------------------------------------------- replica sync
+
+    async def last_event_id(self) -> str:
+        latest = await self._redis.xrevrange(self._events, count=1)
+        return latest[0][0].decode() if latest else "0-0"
+
+    async def scan_entries(self, batch: int = 1000) -> AsyncIterator[EntryEvent]:
+        """Every stored semantic entry, as put events (for a replica's cold start)."""
+        fields = ["partition", "query", "vector", "expires_at"]
+        cursor = 0
+        while True:
+            cursor, keys = await self._redis.scan(
+                cursor, match=f"{self._entry_prefix}*", count=batch
+            )
+            if keys:
+                pipe = self._redis.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hmget(key, fields)
+                for key, (part, query, vector, expires) in zip(
+                    keys, await pipe.execute(), strict=True
+                ):
+                    if part is None or not vector:  # expired meanwhile, or exact-only
+                        continue
+                    entry_id = int(key.decode().rsplit(":", 1)[1])
+                    entry = IndexedEntry(entry_id, part.decode(), query.decode(), float(expires))
+                    yield EntryEvent("put", entry_id, entry, _vector(vector))
+            if cursor == 0:
+                return
+
+    async def read_events(
+        self, after: str, block_ms: int, count: int = 1000
+    ) -> list[tuple[str, EntryEvent]]:
+        """Events after `after`, waiting up to block_ms for the first one."""
+        reply = await self._redis.xread({self._events: after}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return [(event_id.decode(), _event(fields)) for event_id, fields in reply[0][1]]

@@ -1,0 +1,314 @@
+"""The response cache as the gateway uses it: look up before the model, remember after.
+
+Lookup order inside the request's partition (see keys.py): the exact tier (one Redis
+round trip), then, if an embedder is configured, the semantic tier: embed the query,
+search this replica's index, check the best candidates against the threshold and the
+guards (decision.py), read the chosen answer back from Redis. The cache never fails a
+request: when Redis or the embedder misbehaves it steps aside (and says so in a metric
+and the response header) and the request goes to the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from gateway.cache.config import CacheConfig, TenantCache
+from gateway.cache.decision import decide
+from gateway.cache.index import VectorIndex
+from gateway.cache.keys import CacheKey, cache_key, deterministic
+from gateway.cache.redis_store import CachedAnswer, CacheStoreUnavailable, RedisCacheStore
+from schemas.errors import APIError
+from schemas.openai import ChatCompletionRequest, CompletionRequest
+
+log = logging.getLogger("raygate.cache")
+
+Status = Literal[
+    "hit", "miss", "bypass", "refresh", "off", "uncacheable", "unavailable", "not_cached"
+]  # fmt: skip
+Embed = Callable[[str], Awaitable[np.ndarray]]
+
+
+@dataclass
+class CacheMetrics:
+    """Where the cache reports (GatewayMetrics in the app, lists in tests)."""
+
+    lookup: Callable[[str, str], None] = lambda tenant, result: None
+    store: Callable[[str, str], None] = lambda tenant, result: None
+    similarity: Callable[[float], None] = lambda value: None
+    guard_reject: Callable[[str, str], None] = lambda tenant, guard: None
+    entries: Callable[[int], None] = lambda count: None
+
+
+@dataclass
+class Lookup:
+    """The outcome of a lookup, and what to store once the model has answered."""
+
+    status: Status
+    tenant: str
+    key: CacheKey | None = None
+    ttl_s: int = 0
+    answer: CachedAnswer | None = None
+    tier: Literal["exact", "semantic"] | None = None
+    similarity: float | None = None
+    vector: np.ndarray | None = field(default=None, repr=False)
+    reason: str | None = None  # why not_cached: the status the lookup would have had
+
+    @property
+    def hit(self) -> bool:
+        return self.answer is not None
+
+    @property
+    def store(self) -> bool:
+        return self.key is not None and self.status in ("miss", "refresh")
+
+    def refusal(self) -> NotCached | None:
+        """The error to answer with instead of calling the model, if any."""
+        if self.status != "not_cached":
+            return None
+        return NotCached(f"No cached answer for this request (cache: {self.reason}).")
+
+    def headers(self) -> dict[str, str]:
+        out: dict[str, str] = {"x-raygate-cache": self.status}
+        if self.tier is not None:
+            out["x-raygate-cache-tier"] = self.tier
+        if self.similarity is not None:
+            out["x-raygate-cache-similarity"] = f"{self.similarity:.4f}"
+        return out
+
+
+class NotCached(APIError):
+    """`Cache-Control: only-if-cached` and no cached answer (RFC 9111's 504)."""
+
+    status = 504
+    type = "cache_miss"
+    code = "not_cached"
+
+
+@dataclass(frozen=True)
+class Scope:
+    tenant_id: str
+    tenant: TenantCache
+    model_id: str
+    max_tokens: int
+
+
+def cache_control(header: str | None) -> set[str]:
+    return {d.strip().lower() for d in (header or "").split(",") if d.strip()}
+
+
+class ResponseCache:
+    def __init__(
+        self,
+        config: CacheConfig,
+        store: RedisCacheStore,
+        follower: RedisCacheStore,
+        embed: Embed | None,
+        metrics: CacheMetrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        """`follower` reads the entry stream (a connection that may block); `embed`
+        turns a query into a vector (None: exact tier only)."""
+        self._config = config
+        self._store = store
+        self._follower = follower
+        self._embed = embed
+        self._metrics = metrics or CacheMetrics()
+        self._monotonic = monotonic
+        self._index = VectorIndex()
+        self._down_until = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sync_task: asyncio.Task[None] | None = None
+        self.synced = asyncio.Event()  # set once the index holds what Redis held
+        self._applied = asyncio.Condition()  # notified whenever the index changes
+
+    # ------------------------------------------------------------------ lookup
+
+    def _ttl(self, tenant: TenantCache) -> int:
+        return tenant.ttl_s or self._config.ttl_s
+
+    def _step_aside(self, exc: Exception) -> None:
+        log.warning("cache store unavailable, stepping aside: %s", exc)
+        self._down_until = self._monotonic() + self._config.retry_after_s
+
+    async def lookup(
+        self,
+        tenant_id: str,
+        tenant: TenantCache,
+        model_id: str,
+        req: ChatCompletionRequest | CompletionRequest,
+        max_tokens: int,
+        cache_control_header: str | None = None,
+    ) -> Lookup:
+        """Look a request up; `max_tokens` is what it may generate (after context checks)."""
+        scope = Scope(tenant_id, tenant, model_id, max_tokens)
+        directives = cache_control(cache_control_header)
+        result = await self._lookup(scope, req, directives)
+        if "only-if-cached" in directives and not result.hit:
+            result = Lookup("not_cached", tenant_id, reason=result.status)
+        label = f"hit_{result.tier}" if result.hit else result.status
+        self._metrics.lookup(tenant_id, label)
+        return result
+
+    async def _lookup(
+        self, scope: Scope, req: ChatCompletionRequest | CompletionRequest, directives: set[str]
+    ) -> Lookup:
+        tenant_id, tenant, max_tokens = scope.tenant_id, scope.tenant, scope.max_tokens
+        if not tenant.enabled:
+            return Lookup("off", tenant_id)
+        if not (deterministic(req) or self._config.cache_sampled):
+            return Lookup("uncacheable", tenant_id)
+        if "no-store" in directives:
+            return Lookup("bypass", tenant_id)
+        if self._monotonic() < self._down_until:
+            return Lookup("unavailable", tenant_id)
+        key = cache_key(tenant_id, scope.model_id, req, max_tokens)
+        found = Lookup("miss", tenant_id, key, self._ttl(tenant))
+        if "no-cache" in directives:
+            found.status = "refresh"
+            return found
+        try:
+            exact = await self._store.get_exact(key.exact, key.partition)
+            if exact is not None and exact[1].completion_tokens <= max_tokens:
+                found.status, found.answer, found.tier = "hit", exact[1], "exact"
+                found.similarity = 1.0
+                return found
+            if key.query is not None and self._embed is not None:
+                await self._semantic(found, key.query)
+        except CacheStoreUnavailable as exc:
+            self._step_aside(exc)
+            return Lookup("unavailable", tenant_id)
+        return found
+
+    async def _semantic(self, found: Lookup, query: str) -> None:
+        assert self._embed is not None and found.key is not None
+        try:
+            found.vector = await self._embed(query)
+        except Exception as exc:  # the embedder is down or overloaded: exact tier only
+            log.warning("cache embedding failed, semantic tier skipped: %s", exc)
+            return
+        key = found.key
+        candidates = self._index.search(key.partition, found.vector, self._config.candidates)
+        decision = decide(query, candidates, self._config.similarity_threshold, self._config.guards)
+        for guard in decision.rejected_by:
+            self._metrics.guard_reject(found.tenant, guard)
+        if decision.best_similarity is not None:
+            self._metrics.similarity(decision.best_similarity)
+        if decision.chosen is None:
+            return
+        answer = await self._store.get(decision.chosen.entry_id, key.partition)
+        if answer is None:  # gone from Redis (evicted, replaced): forget it here too
+            self._index.remove(decision.chosen.entry_id)
+            return
+        if answer.completion_tokens > key.max_tokens:
+            return
+        found.status, found.answer, found.tier = "hit", answer, "semantic"
+        found.similarity = decision.chosen.similarity
+
+    def charge(self, lookup: Lookup, tokens: int) -> int:
+        """Tokens to charge the quota for a request that used `tokens`."""
+        if lookup.status == "not_cached":
+            return 0  # refused before the model was called
+        return math.ceil(tokens * self._config.hit_charge) if lookup.hit else tokens
+
+    # ------------------------------------------------------------------ storing
+
+    def remember(self, lookup: Lookup, answer: CachedAnswer) -> None:
+        """Store a complete answer in the background (the response is not delayed)."""
+        if not lookup.store:
+            return
+        task = asyncio.get_running_loop().create_task(self._put(lookup, answer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _put(self, lookup: Lookup, answer: CachedAnswer) -> None:
+        key = lookup.key
+        assert key is not None
+        vector = lookup.vector
+        if vector is None and key.query is not None and self._embed is not None:
+            try:
+                vector = await self._embed(key.query)
+            except Exception as exc:
+                log.warning("cache embedding failed, stored for the exact tier only: %s", exc)
+        try:
+            await self._store.put(key.partition, key.exact, key.query, vector, answer, lookup.ttl_s)
+        except CacheStoreUnavailable as exc:
+            self._step_aside(exc)
+            self._metrics.store(lookup.tenant, "failed")
+            return
+        self._metrics.store(lookup.tenant, "stored")
+
+    async def drain(self) -> None:
+        """Wait for background stores (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------- replica sync
+
+    def start(self) -> None:
+        if self._embed is not None and self._sync_task is None:
+            self._sync_task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+            self._sync_task = None
+        await self.drain()
+
+    async def _rebuild(self) -> str:
+        """Load every entry into a fresh index; returns the stream position it reflects."""
+        after = await self._follower.last_event_id()
+        index = VectorIndex()
+        async for event in self._follower.scan_entries():
+            assert event.entry is not None and event.vector is not None
+            index.add(event.entry, event.vector)
+        self._index = index
+        return after
+
+    async def _changed(self) -> None:
+        self._metrics.entries(len(self._index))
+        async with self._applied:
+            self._applied.notify_all()
+
+    async def until(self, predicate: Callable[[ResponseCache], bool]) -> None:
+        """Wait until the replica's index satisfies `predicate` (no polling)."""
+        async with self._applied:
+            await self._applied.wait_for(lambda: predicate(self))
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                after = await self._rebuild()
+                self.synced.set()
+                await self._changed()
+                while True:
+                    for event_id, event in await self._follower.read_events(after, 1000):
+                        after = event_id
+                        if event.op == "put":
+                            assert event.entry is not None and event.vector is not None
+                            self._index.add(event.entry, event.vector)
+                        else:
+                            self._index.remove(event.entry_id)
+                    self._index.expire()
+                    await self._changed()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis gone or restarted: rebuild when it is back
+                self.synced.clear()
+                log.warning("cache index sync lost (%s); rebuilding", exc)
+                await asyncio.sleep(max(self._config.retry_after_s, 0.1))
+
+    @property
+    def index_size(self) -> int:
+        return len(self._index)
+
+    def indexed(self, entry_id: int) -> bool:
+        return entry_id in self._index
