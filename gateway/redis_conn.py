@@ -6,15 +6,22 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 
-def redis_client(url: str, password: str | None, timeout_s: float) -> Redis:
-    return Redis.from_url(
+def redis_client(
+    url: str, password: str | None, timeout_s: float, max_connections: int = 64
+) -> Redis:
+    """A client whose calls wait (up to timeout_s) for one of `max_connections` pooled
+    connections: redis-py's default pool raises once 100 calls are in flight, which a
+    gateway replica taking hundreds of requests at once would turn into errors."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout_s,
         password=password,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
@@ -22,6 +29,7 @@ def redis_client(url: str, password: str | None, timeout_s: float) -> Redis:
         # default backs off with jitter for up to a second, beyond a per-call budget.
         retry=Retry(NoBackoff(), retries=1),
     )
+    return Redis(connection_pool=pool)
 
 
 async def within(awaitable: Awaitable[Any], timeout_s: float, error: type[Exception]) -> Any:
