@@ -18,28 +18,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from loadtests.harness import (
+    ENV,
+    PY,
     RESULTS,
-    ROOT,
     Server,
     free_port,
+    local_profile,
     machine,
+    machine_line,
     redis_server,
+    serve_server,
     streaming_level,
     wait_for_port,
+    with_redis,
     write_result,
 )
-
-PY = str(Path(sys.executable))
-SERVE = str(Path(sys.executable).with_name("serve"))
-ENV = {"RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
-
-
-def local_profile() -> dict[str, Any]:
-    config: dict[str, Any] = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    return config
 
 
 def vllm_server(model: dict[str, Any], port: int, log: Path) -> Server:
@@ -56,14 +50,6 @@ def vllm_server(model: dict[str, Any], port: int, log: Path) -> Server:
         elif value is not False:
             argv += [flag, str(value)]
     return Server("vllm", argv, f"http://127.0.0.1:{port}", ENV, log)
-
-
-def serve_server(name: str, config: dict[str, Any], port: int, workdir: Path, log: Path) -> Server:
-    config = copy.deepcopy(config)
-    config["http_options"]["port"] = port
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return Server(name, [SERVE, "run", str(path)], f"http://127.0.0.1:{port}", ENV, log)
 
 
 def ray_serve_llm_config(profile: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +80,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines = [
         "# Streaming chat: raygate vs vLLM's own server",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['date']}.",
+        machine_line(m),
         f"Command: `{record['command']}`",
         f"Model: {record['model']}; {record['max_tokens']} output tokens per request "
         "(ignore_eos), streamed with include_usage. Figures are medians of "
@@ -165,9 +151,7 @@ def make_server(name: str, profile: dict[str, Any], workdir: Path, redis: Server
     if name == "vllm":
         return vllm_server(model, port, log)
     if name == "raygate":
-        config = copy.deepcopy(profile)
-        config["applications"][0]["args"]["quota"]["redis_url"] = redis.base_url + "/0"
-        return serve_server(name, config, port, workdir, log)
+        return serve_server(name, with_redis(profile, redis.base_url + "/0"), port, workdir, log)
     return serve_server(name, ray_serve_llm_config(profile), port, workdir, log)
 
 

@@ -27,6 +27,7 @@ from gateway.redis_conn import redis_client
 from loadtests.harness import (
     free_port,
     machine,
+    machine_line,
     percentile,
     redis_server,
     wait_for_port,
@@ -106,7 +107,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines = [
         "# Quota check cost on the request path",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['date']}.",
+        machine_line(m),
         f"Command: `{record['command']}`",
         "Each request: admit (tenant + key request and token buckets, concurrency lease) "
         "then settle (refund unused tokens, end the lease), against redis-server "

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import platform
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "loadtests" / "results"
+PY = str(Path(sys.executable))
+SERVE = str(Path(sys.executable).with_name("serve"))
+ENV = {"RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 def free_port() -> int:
@@ -92,6 +98,10 @@ class Server:
             self.process.wait()
 
 
+def machine_line(m: dict[str, Any]) -> str:
+    return f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['date']}."
+
+
 def wait_for_port(port: int, timeout_s: float = 10) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -102,6 +112,29 @@ def wait_for_port(port: int, timeout_s: float = 10) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)  # polling until the server listens
+
+
+def local_profile() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    return config
+
+
+def with_redis(profile: dict[str, Any], redis_url: str) -> dict[str, Any]:
+    """The profile with its quota store and cache pointed at `redis_url`."""
+    config = copy.deepcopy(profile)
+    args = config["applications"][0]["args"]
+    args["quota"]["redis_url"] = redis_url
+    if args.get("cache"):
+        args["cache"]["redis_url"] = redis_url
+    return config
+
+
+def serve_server(name: str, config: dict[str, Any], port: int, workdir: Path, log: Path) -> Server:
+    config = copy.deepcopy(config)
+    config["http_options"]["port"] = port
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return Server(name, [SERVE, "run", str(path)], f"http://127.0.0.1:{port}", ENV, log)
 
 
 def redis_server(port: int, workdir: Path) -> Server:

@@ -86,6 +86,12 @@ class EntryEvent:
     vector: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class StoredVector:
+    entry: IndexedEntry
+    vector: np.ndarray
+
+
 def _vector(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4")
 
@@ -160,8 +166,8 @@ class RedisCacheStore:
         latest = await self._redis.xrevrange(self._events, count=1)
         return latest[0][0].decode() if latest else "0-0"
 
-    async def scan_entries(self, batch: int = 1000) -> AsyncIterator[EntryEvent]:
-        """Every stored semantic entry, as put events (for a replica's cold start)."""
+    async def scan_entries(self, batch: int = 1000) -> AsyncIterator[list[StoredVector]]:
+        """Every stored semantic entry, in batches (for a replica's cold start)."""
         fields = ["partition", "query", "vector", "expires_at"]
         cursor = 0
         while True:
@@ -172,6 +178,7 @@ class RedisCacheStore:
                 pipe = self._redis.pipeline(transaction=False)
                 for key in keys:
                     pipe.hmget(key, fields)
+                found = []
                 for key, (part, query, vector, expires) in zip(
                     keys, await pipe.execute(), strict=True
                 ):
@@ -179,7 +186,9 @@ class RedisCacheStore:
                         continue
                     entry_id = int(key.decode().rsplit(":", 1)[1])
                     entry = IndexedEntry(entry_id, part.decode(), query.decode(), float(expires))
-                    yield EntryEvent("put", entry_id, entry, _vector(vector))
+                    found.append(StoredVector(entry, _vector(vector)))
+                if found:
+                    yield found
             if cursor == 0:
                 return
 

@@ -267,9 +267,8 @@ class ResponseCache:
         """Load every entry into a fresh index; returns the stream position it reflects."""
         after = await self._follower.last_event_id()
         index = VectorIndex()
-        async for event in self._follower.scan_entries():
-            assert event.entry is not None and event.vector is not None
-            index.add(event.entry, event.vector)
+        async for batch in self._follower.scan_entries():
+            index.add_many([e.entry for e in batch], np.stack([e.vector for e in batch]))
         self._index = index
         return after
 

@@ -151,6 +151,21 @@ def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.05)  # polling a condition with a deadline, not a fixed wait
 
 
+def counter_totals(cluster: Cluster, metric: str, label: str, **match: str) -> dict[str, float]:
+    """A counter from Ray's metrics endpoint, summed by `label`, over the series whose
+    labels include `match` (e.g. tenant="cache-a")."""
+    totals: dict[str, float] = {}
+    wanted = [f'{k}="{v}"' for k, v in match.items()]
+    for line in httpx.get(cluster.metrics_url, timeout=10).text.splitlines():
+        if line.startswith("#") or metric + "{" not in line:
+            continue
+        if all(w in line for w in wanted):
+            labels, value = line.rsplit(" ", 1)
+            key = labels.split(f'{label}="', 1)[1].split('"', 1)[0]
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return totals
+
+
 def wait_ready(base_url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     last: object = None

@@ -12,7 +12,13 @@ from typing import Any
 
 import httpx
 
-from tests.integration.conftest import CACHE_A_KEY, CACHE_B_KEY, Cluster, wait_until
+from tests.integration.conftest import (
+    CACHE_A_KEY,
+    CACHE_B_KEY,
+    Cluster,
+    counter_totals,
+    wait_until,
+)
 from tests.openai_spec import validate
 
 
@@ -22,9 +28,8 @@ def post(
     headers = {"Authorization": f"Bearer {key}"}
     if cache_control:
         headers["Cache-Control"] = cache_control
-    return httpx.post(
-        f"{cluster.base_url}/v1/chat/completions", json=body, headers=headers, timeout=120
-    )
+    path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
+    return httpx.post(f"{cluster.base_url}{path}", json=body, headers=headers, timeout=120)
 
 
 def chat(cluster: Cluster, text: str, **fields: Any) -> dict[str, Any]:
@@ -81,6 +86,16 @@ def test_miss_then_exact_hit_then_semantic_hit(cluster: Cluster) -> None:
         assert semantic.headers["x-raygate-cache-tier"] == "semantic"
         assert float(semantic.headers["x-raygate-cache-similarity"]) >= 0.88
         assert answered(semantic) == text
+    wait_until(
+        lambda: (
+            counter_totals(
+                cluster, "raygate_gateway_cache_lookups_total", "result", tenant="cache-a"
+            ).get("hit_semantic", 0)
+            >= 4
+        ),
+        60,
+        "semantic hits counted in raygate_gateway_cache_lookups_total",
+    )
 
 
 def test_a_streamed_answer_is_stored_and_replayed_as_valid_sse(cluster: Cluster) -> None:
@@ -102,6 +117,20 @@ def test_a_streamed_answer_is_stored_and_replayed_as_valid_sse(cluster: Cluster)
     assert chunks[-1]["usage"] == first[-1]["usage"]
     # A non-streaming request for the same question gets the same answer as JSON.
     assert answered(cached(cluster, {**body, "stream": False, "stream_options": None})) == text
+
+
+def test_completions_are_cached_apart_from_chats(cluster: Cluster) -> None:
+    prompt = "The capital of Italy is"
+    body = {"model": cluster.llm_id, "prompt": prompt, "temperature": 0, "max_tokens": 16}
+    body["stop"] = ["."]
+    first = post(cluster, body)
+    assert first.status_code == 200 and first.json()["choices"][0]["finish_reason"] == "stop"
+    hit = cached(cluster, body)
+    assert hit.json()["choices"][0]["text"] == first.json()["choices"][0]["text"]
+    validate(hit.json(), "CreateCompletionResponse")
+    # The same text as a chat message is another endpoint: another partition.
+    chat_body = chat(cluster, prompt, stop=["."], max_tokens=16)
+    assert post(cluster, chat_body, cache_control="only-if-cached").status_code == 504
 
 
 def test_truncated_and_sampled_answers_are_not_cached(cluster: Cluster) -> None:

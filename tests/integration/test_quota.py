@@ -16,6 +16,7 @@ from tests.integration.conftest import (
     TIGHT_KEY,
     TOKENS_KEY,
     Cluster,
+    counter_totals,
     wait_until,
 )
 from tests.openai_spec import validate
@@ -135,14 +136,7 @@ def test_cancelled_stream_refunds_what_it_did_not_generate(cluster: Cluster) -> 
 
 
 def decisions(cluster: Cluster) -> dict[str, float]:
-    """Quota decision counters from Ray's metrics endpoint, summed by decision."""
-    totals: dict[str, float] = {}
-    for line in httpx.get(cluster.metrics_url, timeout=10).text.splitlines():
-        if "raygate_gateway_quota_decisions_total{" in line and not line.startswith("#"):
-            labels, value = line.rsplit(" ", 1)
-            decision = labels.split('decision="', 1)[1].split('"', 1)[0]
-            totals[decision] = totals.get(decision, 0.0) + float(value)
-    return totals
+    return counter_totals(cluster, "raygate_gateway_quota_decisions_total", "decision")
 
 
 def test_redis_down_fails_closed_for_generation_open_for_embeddings(cluster: Cluster) -> None:

@@ -49,6 +49,9 @@ def test_gpu_profile_differs_from_local_only_in_values() -> None:
         (lambda a: a["models"][0]["engine_kwargs"].update(model="x"), "set by raygate"),
         (lambda a: a["embedders"][0].update(aliases=["default"]), "used twice"),
         (lambda a: a.update(models=[]), "models"),
+        (lambda a: a["cache"].update(embedder="nope"), "cache.embedder 'nope'"),
+        (lambda a: a["cache"].update(similarity_threshold=1.5), "similarity_threshold"),
+        (lambda a: a["cache"].update(guards=["vibes"]), "guards"),
     ],
 )
 def test_bad_config_fails_fast_with_a_readable_message(mutate: Any, message: str) -> None:
