@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -89,16 +89,32 @@ class LLMModelConfig(Strict):
         return v
 
 
-class EmbedderConfig(Strict):
-    """One sentence-transformers embedding deployment."""
+class EncoderConfig(Strict):
+    """A sentence-transformers model deployment (embedder or reranker)."""
 
     id: str = Field(pattern=_ID_PATTERN, description="Model name clients send as `model`.")
     model: str = Field(description="Local sentence-transformers folder or hub id.")
     aliases: list[str] = Field(default_factory=list, description="Other names for this model.")
     device: str = Field(default="cpu", description="torch device: cpu, cuda, cuda:1, ...")
-    normalize: bool = Field(default=True, description="L2-normalise the vectors.")
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads of torch in the replica (Ray's default is num_cpus, at "
+        "least 1); unset leaves it.",
+    )
     encode_batch_size: int = Field(
-        default=64, ge=1, description="Texts per forward pass inside one dynamic batch."
+        default=64, ge=1, description="Most texts per forward pass inside one dynamic batch."
+    )
+    max_batch_tokens: int = Field(
+        default=16384,
+        ge=1,
+        description="Most padded tokens (texts x longest) per forward pass: long inputs "
+        "are split into more passes instead of one that blows memory or latency.",
+    )
+    truncate: bool = Field(
+        default=True,
+        description="Inputs over the model's token limit are truncated (true) or refused "
+        "with a 400 (false).",
     )
     max_batch_size: int = Field(
         default=32, ge=1, description="Requests merged into one dynamic batch (@serve.batch)."
@@ -107,3 +123,23 @@ class EmbedderConfig(Strict):
         default=0.005, ge=0, le=1, description="How long a batch waits to fill up."
     )
     deployment: ServeOptions = Field(description="How Ray Serve runs this model.")
+
+
+class EmbedderConfig(EncoderConfig):
+    """One sentence-transformers embedding deployment."""
+
+    normalize: bool = Field(default=True, description="L2-normalise the vectors.")
+
+
+class RerankerConfig(EncoderConfig):
+    """One reranker deployment: a query against documents, scored per pair."""
+
+    kind: Literal["cross-encoder", "bi-encoder"] = Field(
+        description="cross-encoder: a sentence-transformers CrossEncoder reads query and "
+        "document together (the production choice: ms-marco MiniLM, BGE reranker). "
+        "bi-encoder: the cosine similarity of separately embedded query and document (a "
+        "weaker relevance score, for where no cross-encoder is installed)."
+    )
+    max_documents: int = Field(
+        default=1000, ge=1, description="Most documents in one rerank request."
+    )

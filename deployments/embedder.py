@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from deployments.batching import token_batches
 from deployments.config import EmbedderConfig
 from schemas.embeddings import EmbeddingResult
 
@@ -19,16 +20,31 @@ from schemas.embeddings import EmbeddingResult
 class SentenceEmbedder:
     """The model wrapper (also usable outside Serve, e.g. by batch jobs)."""
 
-    def __init__(self, model_source: str, device: str, normalize: bool, batch_size: int):
+    def __init__(
+        self,
+        model_source: str,
+        device: str,
+        normalize: bool,
+        batch_size: int,
+        max_batch_tokens: int = 16384,
+    ):
         from sentence_transformers import SentenceTransformer
 
         self._model = SentenceTransformer(model_source, device=device)
         self._normalize = normalize
         self._batch_size = batch_size
+        self._max_batch_tokens = max_batch_tokens
+
+    @property
+    def max_input_tokens(self) -> int:
+        """Longer inputs are truncated to this many tokens by the model."""
+        limit = self._model.max_seq_length
+        assert limit is not None
+        return int(limit)
 
     @property
     def dimensions(self) -> int:
-        dim = self._model.get_sentence_embedding_dimension()
+        dim = self._model.get_embedding_dimension()
         assert dim is not None
         return int(dim)
 
@@ -39,21 +55,37 @@ class SentenceEmbedder:
         return [len(ids) for ids in encoded["input_ids"]]
 
     def encode(self, texts: list[str]) -> EmbeddingResult:
-        vectors = self._model.encode(
-            texts,
-            batch_size=self._batch_size,
-            normalize_embeddings=self._normalize,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return EmbeddingResult(np.asarray(vectors, dtype=np.float32), self.token_counts(texts))
+        """Vectors in the order of `texts`, computed in token-bounded passes."""
+        counts = self.token_counts(texts)
+        vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        for picked in token_batches(counts, self._max_batch_tokens, self._batch_size):
+            vectors[picked] = self._model.encode(
+                [texts[i] for i in picked],
+                batch_size=len(picked),
+                normalize_embeddings=self._normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return EmbeddingResult(vectors, counts)
+
+
+def set_torch_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 @serve.deployment
 class EmbedderDeployment:
     def __init__(self, config: EmbedderConfig, model_source: str):
+        set_torch_threads(config.torch_threads)
         self._embedder = SentenceEmbedder(
-            model_source, config.device, config.normalize, config.encode_batch_size
+            model_source,
+            config.device,
+            config.normalize,
+            config.encode_batch_size,
+            config.max_batch_tokens,
         )
         # @serve.batch adds these setters; its type stub does not declare them.
         self._embed_batch.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]
@@ -77,7 +109,10 @@ class EmbedderDeployment:
         return results
 
     def info(self) -> dict[str, Any]:
-        return {"dimensions": self._embedder.dimensions}
+        return {
+            "dimensions": self._embedder.dimensions,
+            "max_input_tokens": self._embedder.max_input_tokens,
+        }
 
     async def check_health(self) -> None:
         """The model is loaded in-process; nothing can die separately."""

@@ -69,9 +69,9 @@ class TextTokenCounter:
     def __init__(self, tokenizer: Any):
         self._tokenizer = tokenizer
 
-    def count(self, texts: list[str]) -> int:
+    def counts(self, texts: list[str]) -> list[int]:
         encoded = self._tokenizer(texts, add_special_tokens=True, verbose=False)
-        return sum(len(ids) for ids in encoded["input_ids"])
+        return [len(ids) for ids in encoded["input_ids"]]
 
 
 def load_text_token_counter(model_source: str) -> TextTokenCounter:

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -26,10 +26,11 @@ from deployments.config import resolve_model_source
 from deployments.embedder import EmbedderDeployment
 from deployments.llm import LLMDeployment
 from deployments.prompt import load_prompt_encoder, load_text_token_counter
+from deployments.reranker import RerankerDeployment
 from deployments.router import ModelRouter
 from gateway import sse
 from gateway.auth import KeyRing, Principal, TenantsFile, load_tenants
-from gateway.backends import ServeEmbeddingBackend, ServeLLMBackend
+from gateway.backends import ServeEmbeddingBackend, ServeLLMBackend, ServeRerankBackend
 from gateway.cache.config import CacheConfig
 from gateway.cache.redis_store import RedisCacheStore
 from gateway.cache.replay import RecordingBackend, ReplayBackend
@@ -39,10 +40,12 @@ from gateway.embeddings import EmbedderTarget, EmbeddingService
 from gateway.errors import install_error_handlers, parse_body
 from gateway.generation import GenerationService, LLMTarget, Prepared
 from gateway.metrics import GatewayMetrics
-from gateway.quota.policy import Lease, QuotaPolicy
+from gateway.quota.policy import Lease, QuotaPolicy, RouteClass
 from gateway.quota.redis_store import RedisQuotaStore
 from gateway.redis_conn import redis_client
+from gateway.rerank import RerankerTarget, RerankService
 from schemas.embeddings import EmbeddingResult
+from schemas.errors import NotFound
 from schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -50,11 +53,13 @@ from schemas.openai import (
     ModelCard,
     ModelList,
 )
+from schemas.rerank import RerankRequest, ScoreRequest, TeiRerankRequest
 
 api = FastAPI(title="raygate", docs_url=None, redoc_url=None)
 install_error_handlers(api)
 
 
+R = TypeVar("R")
 Run = Callable[[Prepared], Awaitable[BaseModel | AsyncGenerator[str, None]]]
 
 
@@ -99,23 +104,43 @@ class Gateway:
         sources: Mapping[str, str],
         llms: Mapping[str, DeploymentHandle],
         embedders: Mapping[str, DeploymentHandle],
+        rerankers: Mapping[str, DeploymentHandle],
     ):
         self._config = config
-        self._handles: dict[str, DeploymentHandle] = {**llms, **embedders}
+        self._handles: dict[str, DeploymentHandle] = {**llms, **embedders, **rerankers}
         self._keys = KeyRing(tenants, config.auth)
         llm_targets = {
             name: LLMTarget(ServeLLMBackend(h), load_prompt_encoder(sources[name]))
             for name, h in llms.items()
         }
+        emb_config = {e.id: e for e in config.embedders}
         emb_targets = {
-            name: EmbedderTarget(ServeEmbeddingBackend(h), load_text_token_counter(sources[name]))
+            name: EmbedderTarget(
+                ServeEmbeddingBackend(h),
+                load_text_token_counter(sources[name]),
+                emb_config[name].truncate,
+            )
             for name, h in embedders.items()
+        }
+        rr_config = {r.id: r for r in config.rerankers}
+        rr_targets = {
+            name: RerankerTarget(
+                ServeRerankBackend(h),
+                load_text_token_counter(sources[name]),
+                rr_config[name].kind,
+                rr_config[name].max_documents,
+                rr_config[name].truncate,
+            )
+            for name, h in rerankers.items()
         }
         self._generation = GenerationService(
             ModelRouter(llm_targets, {a: m.id for m in config.models for a in m.aliases})
         )
         self._embeddings = EmbeddingService(
             ModelRouter(emb_targets, {a: e.id for e in config.embedders for a in e.aliases})
+        )
+        self._rerank = RerankService(
+            ModelRouter(rr_targets, {a: r.id for r in config.rerankers for a in r.aliases})
         )
         quota = config.quota
         password = os.environ.get(quota.redis_password_env) if quota.redis_password_env else None
@@ -222,18 +247,85 @@ class Gateway:
         run = partial(self._generation.complete, body)
         return await self._generate(request, principal, body, run)
 
+    async def _metered(
+        self,
+        principal: Principal,
+        route_class: RouteClass,
+        reserved_tokens: int,
+        call: Callable[[], Awaitable[R]],
+        used_tokens: Callable[[R], int],
+    ) -> tuple[R, Lease]:
+        """Admit against the quota, call the model, settle to the tokens it read."""
+        lease = await self._quota.admit(principal, route_class, reserved_tokens)
+        used = 0  # nothing is charged unless the model answers
+        try:
+            result = await call()
+            used = used_tokens(result)
+        finally:
+            await self._settle(lease, used)
+        return result, lease
+
     @api.post("/v1/embeddings")
     async def embeddings(self, request: Request) -> Response:
         principal = self._principal(request)
         body = parse_body(await request.body(), EmbeddingRequest)
         prepared = await self._embeddings.prepare(body, principal.may_use)
-        lease = await self._quota.admit(principal, "embeddings", prepared.reserved_tokens)
-        used = 0  # nothing is charged unless the embedder answers
-        try:
-            response = await self._embeddings.embed(body, prepared)
-            used = response.usage.prompt_tokens
-        finally:
-            await self._settle(lease, used)
+        response, lease = await self._metered(
+            principal,
+            "embeddings",
+            prepared.reserved_tokens,
+            partial(self._embeddings.embed, body, prepared),
+            lambda r: r.usage.prompt_tokens,
+        )
+        return _reply(response, lease.headers)
+
+    @api.post("/v1/rerank")
+    async def rerank(self, request: Request) -> Response:
+        principal = self._principal(request)
+        body = parse_body(await request.body(), RerankRequest)
+        pairs = [(body.query, doc) for doc in body.texts()]
+        prepared = await self._rerank.prepare(body.model, pairs, principal.may_use)
+        response, lease = await self._metered(
+            principal,
+            "rerank",
+            prepared.reserved_tokens,
+            partial(self._rerank.rerank, prepared, body.top_n, body.return_documents),
+            lambda r: r.usage.total_tokens,
+        )
+        return _reply(response, lease.headers)
+
+    @api.post("/rerank")
+    async def tei_rerank(self, request: Request) -> Response:
+        """Hugging Face text-embeddings-inference's rerank route, on the first reranker."""
+        principal = self._principal(request)
+        body = parse_body(await request.body(), TeiRerankRequest)
+        model = self._rerank.default_model
+        if model is None:
+            raise NotFound("No reranker is deployed.")
+        pairs = [(body.query, text) for text in body.texts]
+        prepared = await self._rerank.prepare(model, pairs, principal.may_use, "texts")
+        (ranks, _), lease = await self._metered(
+            principal,
+            "rerank",
+            prepared.reserved_tokens,
+            partial(self._rerank.tei_rerank, prepared, body.return_text),
+            lambda r: r[1],
+        )
+        payload = "[" + ",".join(r.model_dump_json() for r in ranks) + "]"
+        return Response(payload, media_type="application/json", headers=lease.headers)
+
+    @api.post("/v1/score")
+    async def score(self, request: Request) -> Response:
+        principal = self._principal(request)
+        body = parse_body(await request.body(), ScoreRequest)
+        prepared = await self._rerank.prepare(body.model, body.pairs(), principal.may_use, "text_2")
+        response, lease = await self._metered(
+            principal,
+            "rerank",
+            prepared.reserved_tokens,
+            partial(self._rerank.score, prepared),
+            lambda r: r.usage.total_tokens,
+        )
         return _reply(response, lease.headers)
 
     @api.get("/v1/models")
@@ -299,6 +391,7 @@ def build_app(args: dict[str, Any]) -> Application:
     KeyRing(tenants, config.auth)  # fail now on an unknown anonymous tenant
     sources = {m.id: resolve_model_source(m.model, base) for m in config.models}
     sources |= {e.id: resolve_model_source(e.model, base) for e in config.embedders}
+    sources |= {r.id: resolve_model_source(r.model, base) for r in config.rerankers}
     llms = {
         m.id: as_deployment(LLMDeployment)
         .options(**m.deployment.deployment_options(deployment_name("llm", m.id)))
@@ -311,5 +404,15 @@ def build_app(args: dict[str, Any]) -> Application:
         .bind(e, sources[e.id])
         for e in config.embedders
     }
+    rerankers = {
+        r.id: as_deployment(RerankerDeployment)
+        .options(**r.deployment.deployment_options(deployment_name("reranker", r.id)))
+        .bind(r, sources[r.id])
+        for r in config.rerankers
+    }
     gateway = config.gateway.deployment.deployment_options("gateway")
-    return as_deployment(Gateway).options(**gateway).bind(config, tenants, sources, llms, embedders)
+    return (
+        as_deployment(Gateway)
+        .options(**gateway)
+        .bind(config, tenants, sources, llms, embedders, rerankers)
+    )

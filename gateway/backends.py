@@ -7,7 +7,7 @@ from typing import cast
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from schemas.embeddings import EmbeddingResult
+from schemas.embeddings import EmbeddingResult, ScoreResult
 from schemas.generation import GenerationChunk, GenerationRequest
 
 
@@ -38,10 +38,27 @@ class ServeLLMBackend:
                 response.cancel()
 
 
-class ServeEmbeddingBackend:
+class _Limits:
+    """The model's input limit, asked once (fixed for the life of the deployment)."""
+
     def __init__(self, handle: DeploymentHandle):
         self._handle = handle
+        self._max_input_tokens: int | None = None
 
+    async def max_input_tokens(self) -> int:
+        if self._max_input_tokens is None:
+            info = await self._handle.info.remote()
+            self._max_input_tokens = int(info["max_input_tokens"])
+        return self._max_input_tokens
+
+
+class ServeEmbeddingBackend(_Limits):
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         result: EmbeddingResult = await self._handle.embed.remote(texts)
+        return result
+
+
+class ServeRerankBackend(_Limits):
+    async def score(self, query: str, documents: list[str]) -> ScoreResult:
+        result: ScoreResult = await self._handle.score.remote(query, documents)
         return result

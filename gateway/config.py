@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from deployments.config import EmbedderConfig, LLMModelConfig, ServeOptions, Strict
+from deployments.config import (
+    EmbedderConfig,
+    EncoderConfig,
+    LLMModelConfig,
+    RerankerConfig,
+    ServeOptions,
+    Strict,
+)
 from gateway.auth import AuthConfig
 from gateway.cache.config import CacheConfig
 from gateway.quota.policy import QuotaConfig
@@ -29,6 +36,9 @@ class AppConfig(Strict):
     embedders: list[EmbedderConfig] = Field(
         default_factory=list, description="Embedding model deployments."
     )
+    rerankers: list[RerankerConfig] = Field(
+        default_factory=list, description="Reranker deployments (/v1/rerank, /rerank, /v1/score)."
+    )
     gateway: GatewayOptions = Field(default_factory=GatewayOptions, description="The ingress.")
     auth: AuthConfig = Field(description="API keys and tenants.")
     quota: QuotaConfig = Field(default_factory=QuotaConfig, description="Quota store and policy.")
@@ -39,7 +49,11 @@ class AppConfig(Strict):
     @model_validator(mode="after")
     def _unique_names(self) -> AppConfig:
         seen: set[str] = set()
-        items: list[LLMModelConfig | EmbedderConfig] = [*self.models, *self.embedders]
+        items: list[LLMModelConfig | EncoderConfig] = [
+            *self.models,
+            *self.embedders,
+            *self.rerankers,
+        ]
         for item in items:
             for name in [item.id, *item.aliases]:
                 if name in seen:

@@ -19,15 +19,31 @@ from schemas.openai import Embedding, EmbeddingRequest, EmbeddingResponse, Embed
 class EmbeddingBackend(Protocol):
     async def embed(self, texts: list[str]) -> EmbeddingResult: ...
 
+    async def max_input_tokens(self) -> int: ...
+
 
 class TokenCounter(Protocol):
-    def count(self, texts: list[str]) -> int: ...
+    """Tokens per text under the model's tokenizer, before any truncation."""
+
+    def counts(self, texts: list[str]) -> list[int]: ...
 
 
 @dataclass(frozen=True)
 class EmbedderTarget:
     backend: EmbeddingBackend
     tokens: TokenCounter
+    truncate: bool = True  # over-long inputs: truncated by the model, or refused here
+
+
+def refuse_over_long(counts: list[int], limit: int, param: str, what: str = "") -> None:
+    """400 for the first input over the model's token limit (truncation switched off)."""
+    for i, n in enumerate(counts):
+        if n > limit:
+            raise InvalidRequest(
+                f"{param}[{i}] has {n} tokens; this model reads at most {limit}{what}. "
+                "Shorten it (this deployment does not truncate).",
+                param=param,
+            )
 
 
 @dataclass(frozen=True)
@@ -58,8 +74,11 @@ class EmbeddingService:
         texts = req.texts()
         if any(not t for t in texts):
             raise InvalidRequest("input must not contain empty strings", param="input")
-        reserved = await asyncio.to_thread(route.target.tokens.count, texts)
-        return PreparedEmbedding(route.model_id, route.target.backend, texts, reserved)
+        target = route.target
+        counts = await asyncio.to_thread(target.tokens.counts, texts)
+        if not target.truncate:
+            refuse_over_long(counts, await target.backend.max_input_tokens(), "input")
+        return PreparedEmbedding(route.model_id, target.backend, texts, sum(counts))
 
     async def embed(self, req: EmbeddingRequest, prepared: PreparedEmbedding) -> EmbeddingResponse:
         result = await prepared.backend.embed(prepared.texts)

@@ -1,4 +1,4 @@
-"""What an embedder deployment returns to the gateway."""
+"""What the embedder and reranker deployments return to the gateway."""
 
 from __future__ import annotations
 
@@ -11,3 +11,11 @@ import numpy as np
 class EmbeddingResult:
     vectors: np.ndarray  # float32, shape (len(texts), dim)
     token_counts: list[int]  # tokens the model read per text (after truncation)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    """What a reranker deployment returns: one relevance score per (query, document)."""
+
+    scores: np.ndarray  # float32, shape (pairs,)
+    token_counts: list[int]  # tokens the model read per pair (after truncation)

@@ -25,7 +25,7 @@ from schemas.errors import APIError, ServiceUnavailable
 
 log = logging.getLogger("raygate.quota")
 
-RouteClass = Literal["generation", "embeddings"]
+RouteClass = Literal["generation", "embeddings", "rerank"]
 Mode = Literal["open", "closed"]
 
 
@@ -39,7 +39,7 @@ class QuotaConfig(Strict):
         default=900, gt=0, description="A lease not settled by then (crashed gateway) expires."
     )
     on_redis_error: dict[RouteClass, Mode] = Field(
-        default={"generation": "closed", "embeddings": "open"},
+        default={"generation": "closed", "embeddings": "open", "rerank": "open"},
         description="Per route class: refuse (closed, 503) or admit unmetered (open).",
     )
 

@@ -35,6 +35,9 @@ def test_gpu_profile_differs_from_local_only_in_values() -> None:
     config = load_config(gpu["args"])
     assert config.models[0].deployment.num_gpus >= 1
     assert config.embedders[0].device == "cuda"
+    assert config.rerankers[0].kind == "cross-encoder"
+    local_rerank = load_config(local["args"]).rerankers[0]
+    assert local_rerank.kind == "bi-encoder" and "bi-encoder" in local_rerank.id
 
 
 @pytest.mark.parametrize(
@@ -52,6 +55,8 @@ def test_gpu_profile_differs_from_local_only_in_values() -> None:
         (lambda a: a["cache"].update(embedder="nope"), "cache.embedder 'nope'"),
         (lambda a: a["cache"].update(similarity_threshold=1.5), "similarity_threshold"),
         (lambda a: a["cache"].update(guards=["vibes"]), "guards"),
+        (lambda a: a["rerankers"][0].pop("kind"), "kind"),
+        (lambda a: a["rerankers"][0].update(aliases=["default"]), "used twice"),
     ],
 )
 def test_bad_config_fails_fast_with_a_readable_message(mutate: Any, message: str) -> None:

@@ -17,6 +17,9 @@ class FakeEmbedder:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
+    async def max_input_tokens(self) -> int:
+        return 8
+
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         self.calls.append(texts)
         vectors = np.zeros((len(texts), 4), dtype=np.float32)
@@ -26,12 +29,12 @@ class FakeEmbedder:
 
 
 class WordCounter:
-    def count(self, texts: list[str]) -> int:
-        return sum(len(t.split()) + 2 for t in texts)
+    def counts(self, texts: list[str]) -> list[int]:
+        return [len(t.split()) + 2 for t in texts]
 
 
-def service(fake: FakeEmbedder) -> EmbeddingService:
-    target = EmbedderTarget(fake, WordCounter())
+def service(fake: FakeEmbedder, truncate: bool = True) -> EmbeddingService:
+    target = EmbedderTarget(fake, WordCounter(), truncate)
     router: ModelRouter[EmbedderTarget] = ModelRouter({"mini": target}, {"emb": "mini"})
     return EmbeddingService(router)
 
@@ -76,3 +79,13 @@ async def test_empty_strings_and_foreign_dimensions_are_refused() -> None:
     with pytest.raises(ModelNotFound):
         await service(fake).prepare(EmbeddingRequest(model="mini", input="x"), lambda _: False)
     assert len(same.data[0].embedding) == 4
+
+
+async def test_over_long_inputs_are_refused_unless_truncation_is_on() -> None:
+    long_text = "one two three four five six seven"  # 7 words + 2 = 9 tokens > 8
+    req = EmbeddingRequest(model="mini", input=["short", long_text])
+    await service(FakeEmbedder()).prepare(req)  # truncated by the model: accepted
+    with pytest.raises(
+        InvalidRequest, match=r"input\[1\] has 9 tokens; this model reads at most 8"
+    ):
+        await service(FakeEmbedder(), truncate=False).prepare(req)

@@ -1,0 +1,182 @@
+"""Embedding and rerank throughput through the cluster vs the model in one process.
+
+In-process: sentence-transformers (the deployments' own wrappers) called directly with
+the best of several batch sizes, all threads of this machine. Cluster: the local profile
+under `serve run` (its own Redis), /v1/embeddings with one text per request and
+/v1/rerank with `--docs` documents per request, at concurrency 1, 8 and 32.
+Writes loadtests/results/encoders.{json,md}.
+
+    .venv/bin/python -m loadtests.bench_encoders [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deployments.embedder import SentenceEmbedder
+from deployments.reranker import BiEncoderScorer
+from loadtests.harness import (
+    RESULTS,
+    ROOT,
+    free_port,
+    local_profile,
+    machine,
+    machine_line,
+    percentile,
+    redis_server,
+    serve_server,
+    wait_for_port,
+    with_redis,
+    write_result,
+)
+
+MODEL = str(ROOT / "models" / "all-MiniLM-L6-v2")
+WORDS = "the quick brown fox jumps over a lazy dog near river bank while children play".split()
+
+
+def sentence(i: int, words: int = 24) -> str:
+    """Distinct texts of realistic length (~30 tokens)."""
+    return " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(words)) + f" {i}."
+
+
+def in_process(seconds: float, docs: int) -> dict[str, Any]:
+    embedder = SentenceEmbedder(MODEL, "cpu", normalize=True, batch_size=256)
+    best: dict[str, Any] = {}
+    texts = [sentence(i) for i in range(512)]
+    embedder.encode(texts[:32])  # warm-up
+    for batch in (8, 32, 64, 128):
+        start, done = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds / 4:
+            embedder.encode(texts[:batch])
+            done += batch
+        rate = done / (time.perf_counter() - start)
+        best.setdefault("by_batch", {})[batch] = round(rate, 1)
+    best["embeddings_per_s"] = max(best["by_batch"].values())
+    scorer = BiEncoderScorer(MODEL, "cpu", batch_size=256, max_batch_tokens=1 << 20)
+    pairs = [(sentence(q, 8), sentence(q * 100 + d)) for q in range(64) for d in range(docs)]
+    rerank: dict[int, float] = {}
+    for requests in (1, 8, 32):  # pairs of this many requests scored in one call
+        chunk = pairs[: requests * docs]
+        start, done = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds / 4:
+            scorer.score(chunk)
+            done += len(chunk)
+        rerank[requests * docs] = round(done / (time.perf_counter() - start), 1)
+    best["rerank_by_batch"] = rerank
+    best["rerank_pairs_per_s"] = max(rerank.values())
+    return best
+
+
+async def drive(
+    base_url: str, path: str, make: Any, concurrency: int, seconds: float, per_request: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+        stop = time.perf_counter() + seconds
+        counter = iter(range(10**9))
+
+        async def worker() -> None:
+            while time.perf_counter() < stop:
+                body = make(next(counter))
+                t0 = time.perf_counter()
+                response = await client.post(path, json=body)
+                response.raise_for_status()
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "items_per_s": round(len(latencies) * per_request / wall, 1),
+        "p50_ms": round(percentile(latencies, 0.5), 1),
+        "p95_ms": round(percentile(latencies, 0.95), 1),
+    }
+
+
+def cluster(seconds: float, docs: int, workdir: Path) -> dict[str, Any]:
+    redis = redis_server(free_port(), workdir)
+    redis.start(ready_path=None)
+    wait_for_port(int(redis.base_url.rsplit(":", 1)[1]))
+    profile = with_redis(local_profile(), redis.base_url + "/0")
+    args = profile["applications"][0]["args"]
+    embedder, reranker = args["embedders"][0]["id"], args["rerankers"][0]["id"]
+    server = serve_server(
+        "raygate", profile, free_port(), workdir, RESULTS / "encoders.raygate.log.tmp"
+    )
+    server.start(ready_path="/ready", timeout_s=300)
+    try:
+
+        def embed_body(i: int) -> dict[str, Any]:
+            return {"model": embedder, "input": sentence(i)}
+
+        def rerank_body(i: int) -> dict[str, Any]:
+            documents = [sentence(i * 100 + d) for d in range(docs)]
+            return {"model": reranker, "query": sentence(i, 8), "documents": documents}
+
+        out: dict[str, Any] = {"embeddings": [], "rerank": []}
+        for c in (1, 8, 32):
+            out["embeddings"].append(
+                asyncio.run(drive(server.base_url, "/v1/embeddings", embed_body, c, seconds, 1))
+            )
+            out["rerank"].append(
+                asyncio.run(drive(server.base_url, "/v1/rerank", rerank_body, c, seconds, docs))
+            )
+        return out
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def markdown(record: dict[str, Any]) -> str:
+    base = record["in_process"]
+    lines = [
+        "# Embedding and rerank throughput",
+        "",
+        f"{machine_line(record['machine'])} Command: `{record['command']}`.",
+        "",
+        f"In one process (best batch size): {base['embeddings_per_s']} embeddings/s "
+        f"(by batch: {base['by_batch']}), {base['rerank_pairs_per_s']} rerank pairs/s "
+        f"(by pairs per call: {base['rerank_by_batch']}).",
+        "",
+        "| route | concurrency | items/s | vs in-process | p50 ms | p95 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for route, key in (("embeddings", "embeddings_per_s"), ("rerank", "rerank_pairs_per_s")):
+        for row in record["cluster"][route]:
+            ratio = row["items_per_s"] / base[key]
+            lines.append(
+                f"| {route} | {row['concurrency']} | {row['items_per_s']} | {ratio:.2f}x "
+                f"| {row['p50_ms']} | {row['p95_ms']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=20, help="per measurement")
+    parser.add_argument("--docs", type=int, default=10, help="documents per rerank request")
+    args = parser.parse_args(argv)
+    record: dict[str, Any] = {
+        "machine": machine(),
+        "command": "python -m loadtests.bench_encoders " + " ".join(argv or sys.argv[1:]),
+        "in_process": in_process(args.seconds, args.docs),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        record["cluster"] = cluster(args.seconds, args.docs, Path(tmp))
+    write_result("encoders", record, markdown(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
