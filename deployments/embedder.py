@@ -7,7 +7,9 @@ in a worker thread so the replica's event loop keeps accepting requests meanwhil
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 from ray import serve
@@ -15,6 +17,9 @@ from ray import serve
 from deployments.batching import token_batches
 from deployments.config import EmbedderConfig
 from schemas.embeddings import EmbeddingResult
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 class SentenceEmbedder:
@@ -69,17 +74,39 @@ class SentenceEmbedder:
         return EmbeddingResult(vectors, counts)
 
 
-def set_torch_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
+class ModelThread:
+    """The one worker thread a deployment runs its model in.
 
-        torch.set_num_threads(threads)
+    One thread: forward passes run one at a time while the event loop gathers the next
+    dynamic batch. Its own thread because torch's CPU thread count (OpenMP) is a
+    per-calling-thread setting: set in the replica's main thread it would not apply to
+    asyncio's default executor, whose threads start with Ray's OMP_NUM_THREADS (1 for a
+    fractional num_cpus): measured 40 ms instead of 24 ms for one MiniLM query.
+    """
+
+    def __init__(self, torch_threads: int | None):
+        self._pool = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="model",
+            initializer=self._init,
+            initargs=(torch_threads,),
+        )
+
+    @staticmethod
+    def _init(threads: int | None) -> None:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+
+    async def run(self, fn: Callable[[A], R], arg: A) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, arg)
 
 
 @serve.deployment
 class EmbedderDeployment:
     def __init__(self, config: EmbedderConfig, model_source: str):
-        set_torch_threads(config.torch_threads)
+        self._thread = ModelThread(config.torch_threads)
         self._embedder = SentenceEmbedder(
             model_source,
             config.device,
@@ -98,7 +125,7 @@ class EmbedderDeployment:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _embed_batch(self, requests: list[list[str]]) -> list[EmbeddingResult]:
         flat = [text for texts in requests for text in texts]
-        merged = await asyncio.to_thread(self._embedder.encode, flat)
+        merged = await self._thread.run(self._embedder.encode, flat)
         results, start = [], 0
         for texts in requests:
             end = start + len(texts)

@@ -14,7 +14,6 @@ token-bounded forward passes (deployments.batching) in a worker thread.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -23,7 +22,7 @@ from ray import serve
 
 from deployments.batching import token_batches
 from deployments.config import RerankerConfig
-from deployments.embedder import SentenceEmbedder, set_torch_threads
+from deployments.embedder import ModelThread, SentenceEmbedder
 from schemas.embeddings import ScoreResult
 
 Pair = tuple[str, str]
@@ -103,7 +102,7 @@ def load_scorer(config: RerankerConfig, model_source: str) -> PairScorer:
 @serve.deployment
 class RerankerDeployment:
     def __init__(self, config: RerankerConfig, model_source: str):
-        set_torch_threads(config.torch_threads)
+        self._thread = ModelThread(config.torch_threads)
         self._config = config
         self._scorer = load_scorer(config, model_source)
         # @serve.batch adds these setters; its type stub does not declare them.
@@ -117,7 +116,7 @@ class RerankerDeployment:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _score_batch(self, requests: list[tuple[str, list[str]]]) -> list[ScoreResult]:
         pairs = [(query, doc) for query, docs in requests for doc in docs]
-        merged = await asyncio.to_thread(self._scorer.score, pairs)
+        merged = await self._thread.run(self._scorer.score, pairs)
         results, start = [], 0
         for _, docs in requests:
             end = start + len(docs)
