@@ -1,4 +1,4 @@
-"""Forward passes bounded by tokens as well as by count (pure).
+"""Dynamic batching of concurrent calls, and forward passes bounded by tokens.
 
 A dynamic batch may hold many short texts or a few long ones. Padding makes a pass cost
 about count x longest tokens, so items are sorted by length and cut into passes whose
@@ -8,7 +8,13 @@ memory or latency, and short ones are not padded to the longest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
 def token_batches(lengths: Sequence[int], max_tokens: int, max_count: int) -> list[list[int]]:
@@ -26,3 +32,74 @@ def token_batches(lengths: Sequence[int], max_tokens: int, max_count: int) -> li
     if current:
         passes.append(current)
     return passes
+
+
+class DynamicBatcher(Generic[In, Out]):
+    """Merges concurrent calls into one model call.
+
+    A batch is formed when the model is free: every call that queued while the previous
+    batch ran (up to `max_batch_size`) goes in, and only a batch that is not full waits up
+    to `batch_wait_timeout_s` for more. Ray Serve's `@serve.batch` forms batches on its
+    timer instead, also while the model is busy, so a model slower than the timer gets
+    batches of one or two (measured: 1.8 requests per batch with 28 waiting).
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[In]], Awaitable[list[Out]]],
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+    ):
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.batch_wait_timeout_s = batch_wait_timeout_s
+        self._queue: deque[tuple[In, asyncio.Future[Out]]] = deque()
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent, for metrics and tests
+
+    async def submit(self, item: In) -> Out:
+        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        self._arrived.set()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+        return await future
+
+    async def _next_batch(self) -> list[tuple[In, asyncio.Future[Out]]]:
+        while not self._queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        deadline = asyncio.get_running_loop().time() + self.batch_wait_timeout_s
+        while len(self._queue) < self.max_batch_size:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        batch: list[tuple[In, asyncio.Future[Out]]] = []
+        while self._queue and len(batch) < self.max_batch_size:
+            item, future = self._queue.popleft()
+            if not future.done():  # a caller that gave up is left out
+                batch.append((item, future))
+        return batch
+
+    async def _work(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            self.batch_sizes.append(len(batch))
+            try:
+                outputs = await self._run([item for item, _ in batch])
+            except Exception as exc:  # every caller of the batch gets the error
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), output in zip(batch, outputs, strict=True):
+                if not future.done():
+                    future.set_result(output)

@@ -117,7 +117,7 @@ class EncoderConfig(Strict):
         "with a 400 (false).",
     )
     max_batch_size: int = Field(
-        default=32, ge=1, description="Requests merged into one dynamic batch (@serve.batch)."
+        default=32, ge=1, description="Requests merged into one dynamic batch."
     )
     batch_wait_timeout_s: float = Field(
         default=0.005, ge=0, le=1, description="How long a batch waits to fill up."

@@ -1,6 +1,6 @@
 """Embedder deployment: sentence-transformers behind Ray Serve dynamic batching.
 
-Concurrent requests are merged by `@serve.batch` into one forward pass; the model runs
+Concurrent requests are merged by a DynamicBatcher into one model call; the model runs
 in a worker thread so the replica's event loop keeps accepting requests meanwhile.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 from ray import serve
 
-from deployments.batching import token_batches
+from deployments.batching import DynamicBatcher, token_batches
 from deployments.config import EmbedderConfig
 from schemas.embeddings import EmbeddingResult
 
@@ -114,15 +114,13 @@ class EmbedderDeployment:
             config.encode_batch_size,
             config.max_batch_tokens,
         )
-        # @serve.batch adds these setters; its type stub does not declare them.
-        self._embed_batch.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]
-        self._embed_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self._batcher = DynamicBatcher(
+            self._embed_batch, config.max_batch_size, config.batch_wait_timeout_s
+        )
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
-        result: EmbeddingResult = await self._embed_batch(texts)
-        return result
+        return await self._batcher.submit(texts)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _embed_batch(self, requests: list[list[str]]) -> list[EmbeddingResult]:
         flat = [text for texts in requests for text in texts]
         merged = await self._thread.run(self._embedder.encode, flat)

