@@ -56,7 +56,6 @@ class DynamicBatcher(Generic[In, Out]):
         self._queue: deque[tuple[In, asyncio.Future[Out]]] = deque()
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent, for metrics and tests
 
     async def submit(self, item: In) -> Out:
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
@@ -92,7 +91,6 @@ class DynamicBatcher(Generic[In, Out]):
             batch = await self._next_batch()
             if not batch:
                 continue
-            self.batch_sizes.append(len(batch))
             try:
                 outputs = await self._run([item for item, _ in batch])
             except Exception as exc:  # every caller of the batch gets the error

@@ -31,10 +31,11 @@ class IndexedEntry:
     expires_at: float
 
 
-def unit(vector: np.ndarray) -> np.ndarray:
-    v = np.asarray(vector, dtype=np.float32).reshape(-1)
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 0 else v
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Float32 rows scaled to length 1 (zero rows stay zero)."""
+    rows = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.where(norms > 0, norms, 1)
 
 
 class VectorIndex:
@@ -50,9 +51,6 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, entry_id: int) -> bool:
-        return entry_id in self._entries
-
     def add(self, entry: IndexedEntry, vector: np.ndarray) -> None:
         self.add_many([entry], np.asarray(vector, dtype=np.float32).reshape(1, -1))
 
@@ -66,9 +64,7 @@ class VectorIndex:
         ]
         if not keep:
             return
-        rows = np.asarray(vectors, dtype=np.float32)[keep]
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        rows = rows / np.where(norms > 0, norms, 1)
+        rows = unit_rows(np.asarray(vectors)[keep])
         if self.dimensions is None:
             self.dimensions = int(rows.shape[1])
         if rows.shape[1] != self.dimensions:
@@ -117,9 +113,10 @@ class VectorIndex:
     def search(self, partition: str, vector: np.ndarray, k: int) -> list[Candidate]:
         """The k nearest live entries of one partition, by cosine similarity."""
         index = self._partitions.get(partition)
-        if index is None or unit(vector).shape[0] != self.dimensions:
+        query = unit_rows(np.asarray(vector).reshape(1, -1))
+        if index is None or query.shape[1] != self.dimensions:
             return []
-        scores, ids = index.search(unit(vector).reshape(1, -1), k)
+        scores, ids = index.search(query, k)
         now = self._clock()
         out = []
         for score, entry_id in zip(scores[0], ids[0], strict=True):

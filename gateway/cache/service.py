@@ -308,6 +308,3 @@ class ResponseCache:
     @property
     def index_size(self) -> int:
         return len(self._index)
-
-    def indexed(self, entry_id: int) -> bool:
-        return entry_id in self._index
