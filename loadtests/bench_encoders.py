@@ -1,10 +1,12 @@
 """Embedding and rerank throughput through the cluster vs the model in one process.
 
 In-process: sentence-transformers (the deployments' own wrappers) called directly with
-the best of several batch sizes, all threads of this machine. Cluster: the local profile
-under `serve run` (its own Redis), /v1/embeddings with 1 and with 32 texts per request
-(a search query; an indexing job) and /v1/rerank with `--docs` documents per request,
-at concurrency 1, 8 and 32.
+the best of several batch sizes, all threads of this machine, measured before and after
+the cluster run and averaged (this machine's speed drifts by up to a quarter). Cluster:
+the local profile under `serve run` (its own Redis), /v1/embeddings with 1 and with 32
+texts per request (a search query; an indexing job) and /v1/rerank with `--docs`
+documents per request, at concurrency 1, 8 and 32. For each cluster run the CPU time of
+the proxy, gateway and model replicas is sampled: the per-request cost of each hop.
 Writes loadtests/results/encoders.{json,md}.
 
     .venv/bin/python -m loadtests.bench_encoders [--seconds 20]
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from deployments.embedder import SentenceEmbedder
 from deployments.reranker import BiEncoderScorer
@@ -93,16 +96,48 @@ async def drive(
                 response.raise_for_status()
                 latencies.append((time.perf_counter() - t0) * 1000)
 
+        before = cpu_seconds()
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
+        after = cpu_seconds()
+    requests = max(len(latencies), 1)
+    cpu = {
+        role: round((after.get(role, 0.0) - used) * 1000 / requests, 1)
+        for role, used in before.items()
+    }
     return {
         "concurrency": concurrency,
         "requests": len(latencies),
         "items_per_s": round(len(latencies) * per_request / wall, 1),
         "p50_ms": round(percentile(latencies, 0.5), 1),
         "p95_ms": round(percentile(latencies, 0.95), 1),
+        "cpu_ms_per_request": cpu,
     }
+
+
+ROLES = {
+    "ProxyActor": "proxy",
+    "ServeReplica:raygate:gateway": "gateway",
+    "ServeReplica:raygate:embedder": "embedder",
+    "ServeReplica:raygate:reranker": "reranker",
+}
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by the Serve proxy and replicas, by role."""
+    used: dict[str, float] = {}
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        role = next((r for tag, r in ROLES.items() if f"ray::{tag}" in command), None)
+        if role is None:
+            continue
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        used[role] = used.get(role, 0.0) + times.user + times.system
+    return used
 
 
 def cluster(seconds: float, docs: int, workdir: Path) -> dict[str, Any]:
@@ -150,20 +185,33 @@ def markdown(record: dict[str, Any]) -> str:
         "",
         f"{machine_line(record['machine'])} Command: `{record['command']}`.",
         "",
-        f"In one process (best batch size): {base['embeddings_per_s']} embeddings/s "
-        f"(by batch: {base['by_batch']}), {base['rerank_pairs_per_s']} rerank pairs/s "
-        f"(by pairs per call: {base['rerank_by_batch']}).",
+        f"In one process (best batch size, mean of a run before and one after the cluster): "
+        f"{base['embeddings_per_s']} embeddings/s, {base['rerank_pairs_per_s']} rerank pairs/s.",
         "",
-        "| route | items per request | concurrency | items/s | vs in-process | p50 ms | p95 ms |",
-        "|---|---|---|---|---|---|---|",
+    ]
+    for label, run in zip(("before", "after"), base["runs"], strict=True):
+        lines.append(
+            f"- {label}: embeddings/s by texts per call {run['by_batch']}; "
+            f"rerank pairs/s by pairs per call {run['rerank_by_batch']}"
+        )
+    lines += [
+        "",
+        "CPU ms per request: CPU time of the Serve proxy, the gateway replica and the model "
+        "replica during the run, divided by the requests served.",
+        "",
+        "| route | items per request | concurrency | items/s | vs in-process | p50 ms | p95 ms "
+        "| CPU ms/request: proxy, gateway, model |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for route, key in (("embeddings", "embeddings_per_s"), ("rerank", "rerank_pairs_per_s")):
         for row in record["cluster"][route]:
             ratio = row["items_per_s"] / base[key]
+            cpu = row["cpu_ms_per_request"]
+            model = cpu.get("embedder" if route == "embeddings" else "reranker", 0.0)
             lines.append(
                 f"| {route} | {row['per_request']} | {row['concurrency']} | {row['items_per_s']} "
-                f"| {ratio:.2f}x "
-                f"| {row['p50_ms']} | {row['p95_ms']} |"
+                f"| {ratio:.2f}x | {row['p50_ms']} | {row['p95_ms']} "
+                f"| {cpu.get('proxy', 0.0)}, {cpu.get('gateway', 0.0)}, {model} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -176,10 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {
         "machine": machine(),
         "command": "python -m loadtests.bench_encoders " + " ".join(argv or sys.argv[1:]),
-        "in_process": in_process(args.seconds, args.docs),
     }
+    first = in_process(args.seconds, args.docs)
     with tempfile.TemporaryDirectory() as tmp:
         record["cluster"] = cluster(args.seconds, args.docs, Path(tmp))
+    second = in_process(args.seconds, args.docs)
+    record["in_process"] = {
+        "runs": [first, second],
+        "embeddings_per_s": round((first["embeddings_per_s"] + second["embeddings_per_s"]) / 2, 1),
+        "rerank_pairs_per_s": round(
+            (first["rerank_pairs_per_s"] + second["rerank_pairs_per_s"]) / 2, 1
+        ),
+    }
     write_result("encoders", record, markdown(record))
     return 0
 
