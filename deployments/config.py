@@ -64,6 +64,31 @@ def resolve_model_source(source: str, base: Path) -> str:
     return source
 
 
+class PrefixAffinity(Strict):
+    """deployments.prefix_affinity.PrefixAffinityRouter's settings."""
+
+    block_tokens: int = Field(default=16, ge=1, description="Tokens per hashed prefix block.")
+    max_prefix_tokens: int = Field(
+        default=8192, ge=1, description="Longest prefix considered (hashing cost bound)."
+    )
+    max_imbalance: int = Field(
+        default=4,
+        ge=0,
+        description="Queue-length lead over the least loaded replica beyond which the "
+        "replica holding the prefix is passed over.",
+    )
+    capacity_blocks: int = Field(
+        default=200_000, ge=1, description="Prefix blocks remembered per gateway replica."
+    )
+
+    def request_router_config(self) -> dict[str, Any]:
+        """Serve's `request_router_config` deployment option."""
+        return {
+            "request_router_class": "deployments.prefix_affinity.PrefixAffinityRouter",
+            "request_router_kwargs": self.model_dump(),
+        }
+
+
 class LLMModelConfig(Strict):
     """One vLLM model deployment."""
 
@@ -77,6 +102,11 @@ class LLMModelConfig(Strict):
         default_factory=dict,
         description="Keyword arguments of vLLM's AsyncEngineArgs (max_model_len, dtype, "
         "enforce_eager, tensor_parallel_size, gpu_memory_utilization, ...).",
+    )
+    prefix_affinity: PrefixAffinity | None = Field(
+        default_factory=lambda: PrefixAffinity(),
+        description="Send prompts that share a prefix to the replica that has it in its KV "
+        "cache (while load allows); null: Serve's default (least loaded of two).",
     )
     deployment: ServeOptions = Field(description="How Ray Serve runs this model.")
 
@@ -142,4 +172,30 @@ class RerankerConfig(EncoderConfig):
     )
     max_documents: int = Field(
         default=1000, ge=1, description="Most documents in one rerank request."
+    )
+
+
+class FaultConfig(Strict):
+    """A deployment that stands in front of a model and misbehaves on purpose (fault
+    injection, for chaos drills and the router's tests): it fails or stalls before the
+    first token, or fails after some chunks, and otherwise passes requests through."""
+
+    id: str = Field(pattern=_ID_PATTERN, description="Model name clients send as `model`.")
+    wraps: str = Field(description="Id of the LLM model it passes requests to.")
+    before_first_token: Literal["pass", "error", "stall"] = Field(
+        default="error", description="What a faulty request meets before its first token."
+    )
+    stall_s: float = Field(default=3600.0, gt=0, description="How long a stall lasts.")
+    error_after_chunks: int | None = Field(
+        default=None, ge=1, description="Fail after passing this many chunks through."
+    )
+    first_n: int | None = Field(
+        default=None,
+        ge=0,
+        description="Only the first n requests of each replica are faulty (then it "
+        "recovers); unset: all of them.",
+    )
+    deployment: ServeOptions = Field(
+        default=ServeOptions(max_ongoing_requests=64, num_cpus=0),
+        description="How Ray Serve runs the wrapper.",
     )

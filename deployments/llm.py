@@ -74,6 +74,7 @@ class LLMDeployment:
         self._max_model_len: int = self._engine.model_config.max_model_len
         self._encoder = PromptEncoder(self._engine.get_tokenizer())
         self._model_id = config.id
+        self._replica = serve.get_replica_context().replica_id.unique_id
         self._counters = RequestCounters()
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
@@ -101,13 +102,17 @@ class LLMDeployment:
             stream = self._engine.generate(
                 TokensPrompt(prompt_token_ids=prompt_ids), params, request_id
             )
+            replica: str | None = self._replica  # said once, with the first chunk
             async for output in stream:
                 completion = output.outputs[0]
                 completion_tokens += len(completion.token_ids)
                 finish: FinishReason | None = None
                 if output.finished:
                     finish = "length" if completion.finish_reason == "length" else "stop"
-                yield GenerationChunk(completion.text, prompt_tokens, completion_tokens, finish)
+                yield GenerationChunk(
+                    completion.text, prompt_tokens, completion_tokens, finish, replica
+                )
+                replica = None
             outcome = "finished"
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "aborted"
@@ -125,7 +130,12 @@ class LLMDeployment:
         return {**asdict(self._counters), "running": self._counters.running}
 
     def info(self) -> dict[str, Any]:
-        return {"id": self._model_id, "max_model_len": self._max_model_len, "pid": os.getpid()}
+        return {
+            "id": self._model_id,
+            "max_model_len": self._max_model_len,
+            "pid": os.getpid(),
+            "replica": self._replica,
+        }
 
     async def check_health(self) -> None:
         """Serve restarts the replica when this raises (the engine process died)."""

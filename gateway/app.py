@@ -22,28 +22,31 @@ from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
 
-from deployments.config import resolve_model_source
+from deployments.config import LLMModelConfig, resolve_model_source
 from deployments.embedder import EmbedderDeployment
+from deployments.faults import FaultyLLMDeployment
 from deployments.llm import LLMDeployment
-from deployments.prompt import load_prompt_encoder, load_text_token_counter
+from deployments.prompt import PromptEncoder, load_prompt_encoder, load_text_token_counter
 from deployments.reranker import RerankerDeployment
 from deployments.router import ModelRouter
 from gateway import sse
 from gateway.auth import KeyRing, Principal, TenantsFile, load_tenants
 from gateway.backends import ServeEmbeddingBackend, ServeLLMBackend, ServeRerankBackend
 from gateway.cache.config import CacheConfig
-from gateway.cache.redis_store import RedisCacheStore
+from gateway.cache.redis_store import CachedAnswer, RedisCacheStore
 from gateway.cache.replay import RecordingBackend, ReplayBackend
 from gateway.cache.service import CacheMetrics, Embed, Lookup, ResponseCache
 from gateway.config import AppConfig
 from gateway.embeddings import EmbedderTarget, EmbeddingService
 from gateway.errors import install_error_handlers, parse_body
-from gateway.generation import GenerationService, LLMTarget, Prepared
+from gateway.generation import GenerationService, Prepared
 from gateway.metrics import GatewayMetrics
 from gateway.quota.policy import Lease, QuotaPolicy, RouteClass
 from gateway.quota.redis_store import RedisQuotaStore
 from gateway.redis_conn import redis_client
 from gateway.rerank import RerankerTarget, RerankService
+from gateway.routing.router import LLMRouter
+from gateway.targets import LLMTarget
 from schemas.embeddings import EmbeddingResult
 from schemas.errors import NotFound
 from schemas.openai import (
@@ -88,6 +91,16 @@ async def _embed_one(target: EmbedderTarget, text: str) -> Any:
     return result.vectors[0]
 
 
+def _served_headers(prepared: Prepared) -> dict[str, str]:
+    """Which model answered (after fallbacks) and, for prefix affinity, which replica."""
+    headers = {"x-raygate-model": prepared.served_by}
+    if prepared.served.calls > 1 or prepared.served.passed_over:
+        headers["x-raygate-passed-over"] = ",".join(prepared.served.passed_over)
+    if prepared.served.replica is not None:
+        headers["x-raygate-replica"] = prepared.served.replica
+    return headers
+
+
 def _reply(result: BaseModel | AsyncIterator[str], headers: Mapping[str, str]) -> Response:
     if isinstance(result, BaseModel):
         return Response(result.model_dump_json(), media_type="application/json", headers=headers)
@@ -105,13 +118,24 @@ class Gateway:
         llms: Mapping[str, DeploymentHandle],
         embedders: Mapping[str, DeploymentHandle],
         rerankers: Mapping[str, DeploymentHandle],
+        faults: Mapping[str, DeploymentHandle],
     ):
         self._config = config
-        self._handles: dict[str, DeploymentHandle] = {**llms, **embedders, **rerankers}
+        self._handles: dict[str, DeploymentHandle] = {
+            **llms,
+            **faults,
+            **embedders,
+            **rerankers,
+        }
         self._keys = KeyRing(tenants, config.auth)
+        self._metrics = GatewayMetrics()
+        encoders: dict[str, PromptEncoder] = {}  # one per tokenizer: shared ids on fallback
         llm_targets = {
-            name: LLMTarget(ServeLLMBackend(h), load_prompt_encoder(sources[name]))
-            for name, h in llms.items()
+            name: LLMTarget(
+                ServeLLMBackend(h),
+                encoders.setdefault(sources[name], load_prompt_encoder(sources[name])),
+            )
+            for name, h in {**llms, **faults}.items()
         }
         emb_config = {e.id: e for e in config.embedders}
         emb_targets = {
@@ -134,7 +158,13 @@ class Gateway:
             for name, h in rerankers.items()
         }
         self._generation = GenerationService(
-            ModelRouter(llm_targets, {a: m.id for m in config.models for a in m.aliases})
+            LLMRouter(
+                llm_targets,
+                {a: m.id for m in config.models for a in m.aliases},
+                config.routing,
+                self._metrics.router_events(),
+                self._metrics.record_breaker,
+            )
         )
         self._embeddings = EmbeddingService(
             ModelRouter(emb_targets, {a: e.id for e in config.embedders for a in e.aliases})
@@ -145,7 +175,6 @@ class Gateway:
         quota = config.quota
         password = os.environ.get(quota.redis_password_env) if quota.redis_password_env else None
         redis = redis_client(quota.redis_url, password, quota.timeout_s)
-        self._metrics = GatewayMetrics()
         self._quota = QuotaPolicy(
             RedisQuotaStore(redis, quota.timeout_s), quota, self._metrics.record_quota_decision
         )
@@ -189,9 +218,13 @@ class Gateway:
                 lookup.answer, prepared.prompt_tokens, prepared.backend
             )
         elif lookup.store:
-            prepared.backend = RecordingBackend(
-                prepared.backend, partial(self._cache.remember, lookup)
-            )
+            cache = self._cache
+
+            def remember(answer: CachedAnswer) -> None:
+                if prepared.served_by == prepared.model_id:  # not a fallback's answer
+                    cache.remember(lookup, answer)
+
+            prepared.backend = RecordingBackend(prepared.backend, remember)
         return lookup
 
     def _charge(self, lookup: Lookup | None, prepared: Prepared) -> int:
@@ -208,6 +241,7 @@ class Gateway:
     ) -> Response:
         """Prepare, admit, consult the cache, run, and settle however it ends."""
         prepared = await self._generation.prepare(body, principal.may_use)
+        self._metrics.record_route(prepared.decision, prepared.model_id)
         lease = await self._quota.admit(principal, "generation", prepared.reserved_tokens)
         lookup: Lookup | None = None
         try:
@@ -219,7 +253,11 @@ class Gateway:
         except BaseException:
             await self._settle(lease, self._charge(lookup, prepared))
             raise
-        headers = {**lease.headers, **(lookup.headers() if lookup else {})}
+        headers = {
+            **lease.headers,
+            **(lookup.headers() if lookup else {}),
+            **_served_headers(prepared),
+        }
         if isinstance(result, BaseModel):
             await self._settle(lease, self._charge(lookup, prepared))
             return _reply(result, headers)
@@ -331,11 +369,11 @@ class Gateway:
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
         principal = self._principal(request)
-        cards = [
-            ModelCard(id=name, created=self._created)
-            for name in self._handles
-            if principal.may_use(name)
-        ]
+        names = [name for name in self._handles if principal.may_use(name)]
+        auto = self._config.routing.auto
+        if auto is not None and any(principal.may_use(m.id) for m in self._config.models):
+            names.append(auto.name)  # routes among the models above
+        cards = [ModelCard(id=name, created=self._created) for name in names]
         return _reply(ModelList(data=cards), {})
 
     @api.get("/health")
@@ -372,6 +410,13 @@ def deployment_name(kind: str, model_id: str) -> str:
     return f"{kind}-{re.sub(r'[^A-Za-z0-9_-]', '_', model_id)}"
 
 
+def llm_options(model: LLMModelConfig) -> dict[str, Any]:
+    options = model.deployment.deployment_options(deployment_name("llm", model.id))
+    if model.prefix_affinity is not None:
+        options["request_router_config"] = model.prefix_affinity.request_router_config()
+    return options
+
+
 def load_config(args: Mapping[str, Any]) -> AppConfig:
     try:
         return AppConfig.model_validate(dict(args))
@@ -393,11 +438,16 @@ def build_app(args: dict[str, Any]) -> Application:
     sources |= {e.id: resolve_model_source(e.model, base) for e in config.embedders}
     sources |= {r.id: resolve_model_source(r.model, base) for r in config.rerankers}
     llms = {
-        m.id: as_deployment(LLMDeployment)
-        .options(**m.deployment.deployment_options(deployment_name("llm", m.id)))
-        .bind(m, sources[m.id])
+        m.id: as_deployment(LLMDeployment).options(**llm_options(m)).bind(m, sources[m.id])
         for m in config.models
     }
+    faults = {
+        f.id: as_deployment(FaultyLLMDeployment)
+        .options(**f.deployment.deployment_options(deployment_name("llm", f.id)))
+        .bind(f, llms[f.wraps])
+        for f in config.fault_injection
+    }
+    sources |= {f.id: sources[f.wraps] for f in config.fault_injection}
     embedders = {
         e.id: as_deployment(EmbedderDeployment)
         .options(**e.deployment.deployment_options(deployment_name("embedder", e.id)))
@@ -414,5 +464,5 @@ def build_app(args: dict[str, Any]) -> Application:
     return (
         as_deployment(Gateway)
         .options(**gateway)
-        .bind(config, tenants, sources, llms, embedders, rerankers)
+        .bind(config, tenants, sources, llms, embedders, rerankers, faults)
     )

@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from deployments.config import (
     EmbedderConfig,
     EncoderConfig,
+    FaultConfig,
     LLMModelConfig,
     RerankerConfig,
     ServeOptions,
@@ -15,6 +16,7 @@ from deployments.config import (
 from gateway.auth import AuthConfig
 from gateway.cache.config import CacheConfig
 from gateway.quota.policy import QuotaConfig
+from gateway.routing.config import RoutingConfig
 
 
 class GatewayOptions(Strict):
@@ -39,6 +41,14 @@ class AppConfig(Strict):
     rerankers: list[RerankerConfig] = Field(
         default_factory=list, description="Reranker deployments (/v1/rerank, /rerank, /v1/score)."
     )
+    fault_injection: list[FaultConfig] = Field(
+        default_factory=list,
+        description="Models that wrap a real one and fail on purpose (chaos drills, tests).",
+    )
+    routing: RoutingConfig = Field(
+        default_factory=RoutingConfig,
+        description="The `auto` model, fallback chains, breakers, timeouts, backpressure.",
+    )
     gateway: GatewayOptions = Field(default_factory=GatewayOptions, description="The ingress.")
     auth: AuthConfig = Field(description="API keys and tenants.")
     quota: QuotaConfig = Field(default_factory=QuotaConfig, description="Quota store and policy.")
@@ -59,7 +69,32 @@ class AppConfig(Strict):
                 if name in seen:
                     raise ValueError(f"model name '{name}' is used twice")
                 seen.add(name)
+        llm_ids = {m.id for m in self.models}
+        for fault in self.fault_injection:
+            if fault.id in seen:
+                raise ValueError(f"model name '{fault.id}' is used twice")
+            seen.add(fault.id)
+            if fault.wraps not in llm_ids:
+                raise ValueError(
+                    f"fault_injection '{fault.id}' wraps unknown model '{fault.wraps}'"
+                )
+        self._check_routing(llm_ids | {f.id for f in self.fault_injection}, seen)
         embedder = self.cache.embedder if self.cache else None
         if embedder is not None and embedder not in {e.id for e in self.embedders}:
             raise ValueError(f"cache.embedder '{embedder}' is not an embedder id")
         return self
+
+    def _check_routing(self, generation_ids: set[str], all_names: set[str]) -> None:
+        names = generation_ids | {a for m in self.models for a in m.aliases}
+        routing = self.routing
+        not_ids = sorted(set(routing.fallbacks) - generation_ids)
+        if not_ids:
+            raise ValueError(f"routing.fallbacks keys must be model ids, not {not_ids}")
+        used = [n for chain in routing.fallbacks.values() for n in chain]
+        if routing.auto is not None:
+            if routing.auto.name in all_names:
+                raise ValueError(f"routing.auto.name '{routing.auto.name}' is also a model name")
+            used += [routing.auto.default, *(rule.model for rule in routing.auto.rules)]
+        unknown = sorted({n for n in used if n not in names})
+        if unknown:
+            raise ValueError(f"routing names unknown LLM models: {unknown}")

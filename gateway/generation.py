@@ -8,19 +8,17 @@ contract (schemas.generation) as OpenAI objects.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass, field
 
-from deployments.prompt import check_fits
-from deployments.router import ModelRouter
 from gateway import sse
 from gateway.errors import as_api_error
-from schemas.errors import ModelNotFound
+from gateway.routing.fallback import Served
+from gateway.routing.router import LLMRouter
+from gateway.targets import GenerationBackend
 from schemas.generation import GenerationChunk, GenerationRequest, SamplingOptions
 from schemas.openai import (
     ChatChoice,
@@ -37,36 +35,22 @@ from schemas.openai import (
 )
 
 
-class GenerationBackend(Protocol):
-    """What the gateway needs from an LLM deployment."""
-
-    def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]: ...
-
-    async def max_model_len(self) -> int: ...
-
-
-class PromptCounter(Protocol):
-    """The model's own chat template and tokenizer (deployments.prompt.PromptEncoder)."""
-
-    def encode(self, request: GenerationRequest) -> list[int]: ...
-
-
-@dataclass(frozen=True)
-class LLMTarget:
-    backend: GenerationBackend
-    prompts: PromptCounter
-
-
 @dataclass
 class Prepared:
     """A routed, tokenized request that fits the context, not yet sent to the model."""
 
-    model_id: str
-    backend: GenerationBackend
+    model_id: str  # the model routed to (the cache's partition); `served` says who answered
+    backend: GenerationBackend  # the fallback chain (wrapped by the cache on a hit or miss)
     request: GenerationRequest  # carries the prompt as token ids
     prompt_tokens: int
     max_tokens: int
+    served: Served = field(default_factory=Served)
+    decision: str = "explicit"  # how the model was chosen: explicit, alias, auto
     completion_tokens: int = 0  # generated so far, updated while the answer streams
+
+    @property
+    def served_by(self) -> str:
+        return self.served.model_id or self.model_id
 
     @property
     def reserved_tokens(self) -> int:
@@ -100,6 +84,7 @@ def chat_generation_request(req: ChatCompletionRequest, request_id: str) -> Gene
         request_id=request_id,
         sampling=sampling_options(req),
         messages=[(m.role, m.text()) for m in req.messages],
+        affinity_key=req.prompt_cache_key or req.user,
     )
 
 
@@ -110,9 +95,15 @@ def completion_generation_request(req: CompletionRequest, request_id: str) -> Ge
             request_id=request_id,
             sampling=sampling_options(req),
             prompt_token_ids=[int(t) for t in prompt],
+            affinity_key=req.prompt_cache_key or req.user,
         )
     text = prompt if isinstance(prompt, str) else str(prompt[0])
-    return GenerationRequest(request_id=request_id, sampling=sampling_options(req), prompt=text)
+    return GenerationRequest(
+        request_id=request_id,
+        sampling=sampling_options(req),
+        prompt=text,
+        affinity_key=req.prompt_cache_key or req.user,
+    )
 
 
 def usage_of(chunk: GenerationChunk) -> CompletionUsage:
@@ -171,11 +162,7 @@ RenderEvents = Callable[[GenerationChunk, bool], list[str]]
 
 
 class GenerationService:
-    def __init__(
-        self,
-        router: ModelRouter[LLMTarget],
-        clock: Callable[[], float] = time.time,
-    ):
+    def __init__(self, router: LLMRouter, clock: Callable[[], float] = time.time):
         self._router = router
         self._clock = clock
 
@@ -184,21 +171,21 @@ class GenerationService:
         req: ChatCompletionRequest | CompletionRequest,
         may_use: Callable[[str], bool] = lambda _: True,
     ) -> Prepared:
-        """Route, check access, tokenize with the model's tokenizer, check the context."""
-        route = self._router.resolve(req.model)
-        if not may_use(route.model_id):
-            raise ModelNotFound(req.model)
+        """Route (alias, `auto`, access), tokenize, check the context, build the chain."""
         if isinstance(req, ChatCompletionRequest):
             request = chat_generation_request(req, f"chatcmpl-{uuid.uuid4().hex}")
         else:
             request = completion_generation_request(req, f"cmpl-{uuid.uuid4().hex}")
-        target = route.target
-        ids = await asyncio.to_thread(target.prompts.encode, request)
-        max_tokens = check_fits(
-            len(ids), request.sampling.max_tokens, await target.backend.max_model_len()
+        routed = await self._router.route(req.model, request, may_use)
+        return Prepared(
+            routed.model_id,
+            routed.chain,
+            routed.request,
+            routed.prompt_tokens,
+            routed.max_tokens,
+            routed.chain.served,
+            routed.decision,
         )
-        tokenized = replace(request, messages=None, prompt=None, prompt_token_ids=ids)
-        return Prepared(route.model_id, target.backend, tokenized, len(ids), max_tokens)
 
     @staticmethod
     async def _metered(prepared: Prepared) -> AsyncGenerator[GenerationChunk, None]:
@@ -213,7 +200,7 @@ class GenerationService:
     async def chat(
         self, req: ChatCompletionRequest, prepared: Prepared
     ) -> ChatCompletion | AsyncGenerator[str, None]:
-        model_id, request_id = prepared.model_id, prepared.request.request_id
+        request_id = prepared.request.request_id
         chunks = self._metered(prepared)
         created = int(self._clock())
         if not req.stream:
@@ -221,7 +208,7 @@ class GenerationService:
             return ChatCompletion(
                 id=request_id,
                 created=created,
-                model=model_id,
+                model=prepared.served_by,
                 choices=[
                     ChatChoice(
                         message=ChatResponseMessage(content=done.text),
@@ -231,6 +218,7 @@ class GenerationService:
                 usage=usage_of(done.last),
             )
         started = await start_stream(chunks)
+        model_id = prepared.served_by  # known once the first chunk is in
         include_usage = req.include_usage()
 
         def frame(choices: list[ChatChunkChoice], usage: CompletionUsage | None = None) -> str:
@@ -262,7 +250,7 @@ class GenerationService:
     async def complete(
         self, req: CompletionRequest, prepared: Prepared
     ) -> Completion | AsyncGenerator[str, None]:
-        model_id, request_id = prepared.model_id, prepared.request.request_id
+        request_id = prepared.request.request_id
         chunks = self._metered(prepared)
         created = int(self._clock())
 
@@ -270,7 +258,11 @@ class GenerationService:
             choices: list[CompletionChoice], usage: CompletionUsage | None = None
         ) -> Completion:
             return Completion(
-                id=request_id, created=created, model=model_id, choices=choices, usage=usage
+                id=request_id,
+                created=created,
+                model=prepared.served_by,  # read after the first chunk: the chain has chosen
+                choices=choices,
+                usage=usage,
             )
 
         if not req.stream:

@@ -11,6 +11,8 @@ from typing import Any, cast
 from ray.serve.metrics import Counter, Gauge, Histogram
 
 from gateway.cache.service import CacheMetrics
+from gateway.routing.breaker import STATE_VALUE, State
+from gateway.routing.fallback import RouterEvents
 
 PREFIX = "raygate_gateway_"
 
@@ -48,6 +50,46 @@ class GatewayMetrics:
         self._cache_entries = Gauge(
             PREFIX + "cache_index_entries",
             description="Entries in this gateway replica's semantic index.",
+        )
+
+        self._route_decisions = Counter(
+            PREFIX + "router_decisions_total",
+            description="Generation requests by how the model was chosen (explicit, alias, "
+            "auto) and the model chosen.",
+            tag_keys=cast(Any, ("decision", "model")),
+        )
+        self._route_failures = Counter(
+            PREFIX + "router_failures_total",
+            description="Models passed over before the first token, by reason: error, "
+            "first_token_timeout, overloaded, circuit_open, does_not_fit, empty.",
+            tag_keys=cast(Any, ("model", "reason")),
+        )
+        self._fallbacks = Counter(
+            PREFIX + "router_fallbacks_total",
+            description="Requests moved on from one model to the next of its chain.",
+            tag_keys=cast(Any, ("from_model", "to_model")),
+        )
+        self._breaker_state = Gauge(
+            PREFIX + "router_breaker_state",
+            description="Circuit breaker of each model in this gateway replica: 0 closed, "
+            "1 half-open, 2 open.",
+            tag_keys=cast(Any, ("model",)),
+        )
+
+    def record_route(self, decision: str, model: str) -> None:
+        self._route_decisions.inc(tags={"decision": decision, "model": model})
+
+    def record_breaker(self, model: str, state: State) -> None:
+        self._breaker_state.set(STATE_VALUE[state], tags={"model": model})
+
+    def router_events(self) -> RouterEvents:
+        return RouterEvents(
+            failed=lambda model, reason: self._route_failures.inc(
+                tags={"model": model, "reason": reason}
+            ),
+            fallback=lambda from_model, to_model: self._fallbacks.inc(
+                tags={"from_model": from_model, "to_model": to_model}
+            ),
         )
 
     def record_quota_decision(self, tenant: str, route_class: str, decision: str) -> None:

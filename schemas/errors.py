@@ -83,3 +83,21 @@ class InternalError(APIError):
     status = 500
     type = "internal_error"
     code = "internal_error"
+
+
+class Overloaded(ServiceUnavailable):
+    """The model's queues are full (or its circuit is open): come back later."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, **kwargs: str | None):
+        super().__init__(message, **kwargs)
+        self.headers = {"Retry-After": str(max(1, round(retry_after_s)))}
+
+
+class GatewayTimeout(APIError):
+    """No answer (or no first token) within the request's time limit."""
+
+    status = 504
+    type = "timeout"
+    code = "timeout"

@@ -45,6 +45,7 @@ class GenerationRequest:
     messages: list[tuple[str, str]] | None = None
     prompt: str | None = None
     prompt_token_ids: list[int] | None = None
+    affinity_key: str | None = None  # requests with one key prefer one replica
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.messages, self.prompt, self.prompt_token_ids))
@@ -58,3 +59,4 @@ class GenerationChunk:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason | None = None
+    replica: str | None = None  # the model replica that generated it (first chunk only)

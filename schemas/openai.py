@@ -87,6 +87,9 @@ class _SamplingFields(_Request):
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     n: int = Field(default=1, ge=1, le=128)
     user: str | None = None
+    # Requests with one key (a conversation, a shared document) go to one model replica,
+    # whose prefix cache then holds their common start; `user` is the older spelling.
+    prompt_cache_key: str | None = Field(default=None, max_length=1024)
     logit_bias: dict[str, float] | None = None
     # vLLM sampling extensions.
     top_k: int | None = Field(default=None, ge=-1)

@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 from gateway.cache.redis_store import CachedAnswer
-from gateway.generation import GenerationBackend
+from gateway.targets import GenerationBackend
 from schemas.generation import GenerationChunk, GenerationRequest
 
 

@@ -131,6 +131,11 @@ class Cluster:
     def embedder_id(self) -> str:
         return str(self.args["embedders"][0]["id"])
 
+    def deployed_models(self) -> set[str]:
+        """Every model id with a deployment: LLMs, fault models, embedders, rerankers."""
+        kinds = ("models", "fault_injection", "embedders", "rerankers")
+        return {item["id"] for kind in kinds for item in self.args.get(kind, [])}
+
     def handle(self, deployment: str) -> Any:
         from ray import serve
 
@@ -191,7 +196,37 @@ def testing_args(redis: RedisServer, cache: RedisServer, tenants_file: Path) -> 
     args["quota"] = {**args["quota"], "redis_url": redis.url, "timeout_s": 0.5}
     args["cache"] = {**args["cache"], "redis_url": cache.url}
     args["gateway"]["deployment"]["num_replicas"] = 2
+    add_routing_faults(args)
     return args
+
+
+# Fault-injection "models" in front of the fast tier (see test_routing_api.py).
+FAULTS: dict[str, dict[str, Any]] = {
+    "broken": {"before_first_token": "error"},
+    "stalled": {"before_first_token": "stall"},
+    "midstream": {"before_first_token": "pass", "error_after_chunks": 1},
+    "recovering": {"before_first_token": "error", "first_n": 4},
+    "victim": {"before_first_token": "pass"},  # healthy until a test kills its replica
+    "jammed": {  # one slot, one queued call per caller, no fallback: backpressure
+        "before_first_token": "stall",
+        "deployment": {"max_ongoing_requests": 1, "max_queued_requests": 1, "num_cpus": 0},
+    },
+}
+FIRST_TOKEN_TIMEOUT_S = 2.0
+
+
+def add_routing_faults(args: dict[str, Any]) -> None:
+    """The fast tier gets two replicas (prefix affinity); the fault models fall back to
+    it; breakers open after 2 failures for 1 s so that the tests see them recover."""
+    fast = args["models"][1]
+    fast["deployment"]["num_replicas"] = 2
+    args["fault_injection"] = [
+        {"id": name, "wraps": fast["id"], **fault} for name, fault in FAULTS.items()
+    ]
+    routing = args["routing"]
+    routing["fallbacks"] |= {name: [fast["id"]] for name in FAULTS if name != "jammed"}
+    routing["first_token_timeout_s"] = FIRST_TOKEN_TIMEOUT_S
+    routing["breaker"] = {"failure_threshold": 2, "open_s": 1.0}
 
 
 def running_redis(workdir: Path) -> Iterator[RedisServer]:

@@ -34,15 +34,14 @@ def test_health_and_ready(cluster: Cluster) -> None:
     assert httpx.get(f"{cluster.base_url}/health").json() == {"status": "ok"}
     ready = httpx.get(f"{cluster.base_url}/ready", timeout=30)
     assert ready.status_code == 200
-    reranker = cluster.args["rerankers"][0]["id"]
-    assert set(ready.json()["deployments"]) == {cluster.llm_id, cluster.embedder_id, reranker}
+    assert set(ready.json()["deployments"]) == cluster.deployed_models()
 
 
 def test_models_lists_every_served_model(cluster: Cluster, client: Any) -> None:
     raw = httpx.get(f"{cluster.base_url}/v1/models", headers=cluster.auth).json()
     validate(raw, "ListModelsResponse")
-    reranker = cluster.args["rerankers"][0]["id"]
-    assert {m.id for m in client.models.list()} == {cluster.llm_id, cluster.embedder_id, reranker}
+    listed = {m.id for m in client.models.list()}
+    assert listed == cluster.deployed_models() | {"auto"}
 
 
 def test_chat_answers_with_exact_usage(cluster: Cluster, client: Any) -> None:

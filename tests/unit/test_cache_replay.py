@@ -9,7 +9,8 @@ import pytest
 
 from gateway.cache.redis_store import CachedAnswer
 from gateway.cache.replay import RecordingBackend, ReplayBackend
-from gateway.generation import GenerationBackend, GenerationService
+from gateway.generation import GenerationService
+from gateway.targets import GenerationBackend
 from schemas.generation import FinishReason
 from schemas.openai import ChatCompletion, ChatCompletionRequest
 from tests.openai_spec import validate

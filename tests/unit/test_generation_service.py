@@ -5,8 +5,10 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from deployments.router import ModelRouter
-from gateway.generation import GenerationService, LLMTarget, Prepared
+from gateway.generation import GenerationService, Prepared
+from gateway.routing.config import RoutingConfig
+from gateway.routing.router import LLMRouter
+from gateway.targets import LLMTarget
 from schemas.errors import ContextLengthExceeded, ModelNotFound, ServiceUnavailable
 from schemas.generation import FinishReason, GenerationChunk, GenerationRequest
 from schemas.openai import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest
@@ -60,7 +62,7 @@ class WordEncoder:
 
 def service(backend: FakeBackend) -> GenerationService:
     target = LLMTarget(backend, WordEncoder())
-    router: ModelRouter[LLMTarget] = ModelRouter({"m1": target}, {"default": "m1"})
+    router = LLMRouter({"m1": target}, {"default": "m1"}, RoutingConfig(max_attempts=1))
     return GenerationService(router, clock=lambda: 1_700_000_000.0)
 
 

@@ -1,0 +1,1 @@
+"""Model routing: the `auto` tier policy, fallback chains, circuit breakers, deadlines."""

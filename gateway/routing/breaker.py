@@ -1,0 +1,107 @@
+"""Circuit breakers, one per model deployment in each gateway replica.
+
+closed -> (failure_threshold consecutive failures) -> open -> (open_s later) half-open:
+one probe call goes through; its success closes the circuit, its failure reopens it.
+Failures are the model's own (errors, timeouts, a dead replica), never the client's
+(4xx) or a full queue (that is load, handled by backpressure).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import StrEnum
+
+from gateway.routing.config import BreakerConfig
+
+
+class State(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+STATE_VALUE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}  # for a gauge
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        config: BreakerConfig,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[State], None] = lambda _: None,
+    ):
+        self._config = config
+        self._clock = clock
+        self._on_change = on_change
+        self._state = State.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def retry_in_s(self) -> float:
+        """Seconds until an open circuit lets a probe through (0 when it would now)."""
+        if self._state is not State.OPEN:
+            return 0.0
+        return max(0.0, self._opened_at + self._config.open_s - self._clock())
+
+    def allow(self) -> bool:
+        """May a call go to the model now? In half-open, only one probe at a time."""
+        if self._state is State.OPEN and self.retry_in_s() == 0.0:
+            self._set(State.HALF_OPEN)
+        if self._state is State.HALF_OPEN:
+            if self._probing:
+                return False
+            self._probing = True
+            return True
+        return self._state is State.CLOSED
+
+    def success(self) -> None:
+        self._failures = 0
+        self._probing = False
+        if self._state is not State.CLOSED:
+            self._set(State.CLOSED)
+
+    def failure(self) -> None:
+        self._probing = False
+        self._failures += 1
+        if self._state is State.HALF_OPEN or self._failures >= self._config.failure_threshold:
+            self._opened_at = self._clock()
+            if self._state is not State.OPEN:
+                self._set(State.OPEN)
+
+    def release(self) -> None:
+        """A call that ended neither way (cancelled, client error): free the probe slot."""
+        self._probing = False
+
+    def _set(self, state: State) -> None:
+        self._state = state
+        self._on_change(state)
+
+
+class Breakers:
+    """The breakers of one gateway replica, created on first use."""
+
+    def __init__(
+        self,
+        config: BreakerConfig,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str, State], None] = lambda _m, _s: None,
+    ):
+        self._config = config
+        self._clock = clock
+        self._on_change = on_change
+        self._by_model: dict[str, CircuitBreaker] = {}
+
+    def __getitem__(self, model_id: str) -> CircuitBreaker:
+        breaker = self._by_model.get(model_id)
+        if breaker is None:
+            breaker = CircuitBreaker(
+                self._config, self._clock, lambda state: self._on_change(model_id, state)
+            )
+            self._by_model[model_id] = breaker
+        return breaker

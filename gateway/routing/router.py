@@ -1,0 +1,143 @@
+"""The LLM router: which model answers a request, and which ones stand in for it.
+
+A name is a model id, an alias, or the `auto` policy's name. The answer is a chain:
+the chosen model, then its configured fallbacks that the tenant may use, each with the
+request tokenized for it (models with one tokenizer share the token ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+from deployments.prompt import check_fits
+from deployments.router import ModelRouter, Route
+from gateway.routing.breaker import Breakers, State
+from gateway.routing.config import RoutingConfig
+from gateway.routing.fallback import Adapt, ChainBackend, Link, RouterEvents
+from gateway.routing.policy import TierPolicy
+from gateway.targets import LLMTarget
+from schemas.errors import ModelNotFound
+from schemas.generation import GenerationRequest
+
+MayUse = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A request routed to its first model and tokenized for it."""
+
+    model_id: str
+    request: GenerationRequest  # the prompt as token ids
+    prompt_tokens: int
+    max_tokens: int  # what the answer may use (requested, or all the room left)
+    chain: ChainBackend
+    decision: str  # explicit, alias or auto
+
+
+class LLMRouter:
+    def __init__(
+        self,
+        targets: Mapping[str, LLMTarget],
+        aliases: Mapping[str, str],
+        config: RoutingConfig,
+        events: RouterEvents | None = None,
+        on_breaker: Callable[[str, State], None] = lambda _m, _s: None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._models = ModelRouter(targets, aliases)
+        self._config = config
+        self._policy = TierPolicy(config.auto) if config.auto is not None else None
+        self._events = events or RouterEvents()
+        self._breakers = Breakers(config.breaker, clock, on_breaker)
+        self._clock = clock
+        for name in [*config.fallbacks, *(n for c in config.fallbacks.values() for n in c)]:
+            self._models.resolve(name)  # unknown names fail at start, not per request
+        if self._policy is not None:
+            if self._policy.name in targets or self._policy.name in aliases:
+                raise ValueError(f"auto.name '{self._policy.name}' is also a model name")
+            for name in self._policy.models():
+                self._models.resolve(name)
+
+    @property
+    def auto_name(self) -> str | None:
+        return self._policy.name if self._policy is not None else None
+
+    def model_ids(self) -> list[str]:
+        return list(self._models.model_ids())
+
+    async def route(self, name: str, request: GenerationRequest, may_use: MayUse) -> Routed:
+        """Pick the model, tokenize for it, check the context, and build the chain."""
+        policy = self._policy
+        if policy is not None and name == policy.name:
+            route = self._allowed(policy.default, may_use, name)
+            ids = await _encode(route.target, request)
+            pick = self._models.resolve(policy.choose(len(ids), request.sampling.max_tokens))
+            if pick.model_id != route.model_id and may_use(pick.model_id):
+                if pick.target.prompts is not route.target.prompts:
+                    ids = await _encode(pick.target, request)
+                route = pick
+            decision = "auto"
+        else:
+            route = self._allowed(name, may_use, name)
+            ids = await _encode(route.target, request)
+            decision = "explicit" if name == route.model_id else "alias"
+        max_tokens = check_fits(
+            len(ids), request.sampling.max_tokens, await route.target.backend.max_model_len()
+        )
+        tokenized = replace(request, messages=None, prompt=None, prompt_token_ids=ids)
+        chain = ChainBackend(
+            self._links(route, request, may_use),
+            self._config,
+            self._breakers,
+            self._events,
+            self._clock,
+        )
+        return Routed(route.model_id, tokenized, len(ids), max_tokens, chain, decision)
+
+    def _allowed(self, name: str, may_use: MayUse, asked: str) -> Route[LLMTarget]:
+        route = self._models.resolve(name)
+        if not may_use(route.model_id):
+            raise ModelNotFound(asked)
+        return route
+
+    def _links(
+        self, first: Route[LLMTarget], original: GenerationRequest, may_use: MayUse
+    ) -> list[Link]:
+        links = [Link(first.model_id, first.target.backend, _refit(first.target, original))]
+        seen = {first.model_id}
+        for name in self._config.fallbacks.get(first.model_id, []):
+            route = self._models.resolve(name)
+            if route.model_id in seen or not may_use(route.model_id):
+                continue
+            seen.add(route.model_id)
+            shared = route.target.prompts is first.target.prompts
+            links.append(
+                Link(
+                    route.model_id,
+                    route.target.backend,
+                    _refit(route.target, None if shared else original),
+                )
+            )
+        return links
+
+
+async def _encode(target: LLMTarget, request: GenerationRequest) -> list[int]:
+    # Tokenizing takes milliseconds for long prompts: off the event loop.
+    return await asyncio.to_thread(target.prompts.encode, request)
+
+
+def _refit(target: LLMTarget, original: GenerationRequest | None) -> Adapt:
+    """For a fallback: the request as token ids of its tokenizer (`original` None: the
+    ids already given are its own), refused with a 400 if it does not fit its context."""
+
+    async def adapt(tokenized: GenerationRequest) -> GenerationRequest:
+        ids = tokenized.prompt_token_ids or []
+        if original is not None:
+            ids = await _encode(target, original)
+        check_fits(len(ids), tokenized.sampling.max_tokens, await target.backend.max_model_len())
+        return replace(tokenized, prompt_token_ids=ids)
+
+    return adapt

@@ -1,0 +1,121 @@
+"""LLMRouter: explicit, alias and auto routing; chains with access and tokenizers."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.routing.config import RoutingConfig
+from gateway.routing.router import LLMRouter
+from gateway.targets import LLMTarget
+from schemas.errors import ContextLengthExceeded, ModelNotFound, ServiceUnavailable
+from schemas.generation import GenerationRequest, SamplingOptions
+from tests.unit.routing_fakes import ScriptedModel, WordCounter
+
+AUTO = {
+    "name": "auto",
+    "default": "default",
+    "rules": [{"model": "fast", "max_prompt_tokens": 20, "max_tokens": 64}],
+}
+
+
+class CharCounter:
+    """A different tokenizer: one token (0) per character."""
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        assert request.messages is not None
+        return [0] * sum(len(text) for _, text in request.messages)
+
+
+def request(words: int, max_tokens: int | None) -> GenerationRequest:
+    text = " ".join(["w"] * words)
+    return GenerationRequest("r", SamplingOptions(max_tokens=max_tokens), [("user", text)])
+
+
+def router(**routing: object) -> tuple[LLMRouter, dict[str, ScriptedModel]]:
+    shared = WordCounter()
+    models = {
+        "big": ScriptedModel(replica="big-1"),
+        "small": ScriptedModel(context=128, replica="small-1"),
+        "other": ScriptedModel(replica="other-1"),
+    }
+    targets = {
+        "big": LLMTarget(models["big"], shared),
+        "small": LLMTarget(models["small"], shared),
+        "other": LLMTarget(models["other"], CharCounter()),  # its own tokenizer
+    }
+    aliases = {"default": "big", "fast": "small"}
+    return LLMRouter(targets, aliases, RoutingConfig.model_validate(routing)), models
+
+
+async def test_explicit_and_alias_decisions() -> None:
+    r, _ = router()
+    routed = await r.route("big", request(3, 8), lambda _: True)
+    assert (routed.model_id, routed.decision) == ("big", "explicit")
+    routed = await r.route("fast", request(3, 8), lambda _: True)
+    assert (routed.model_id, routed.decision) == ("small", "alias")
+    assert routed.prompt_tokens == 4 and routed.max_tokens == 8
+
+
+@pytest.mark.parametrize(
+    ("words", "max_tokens", "model"),
+    [(5, 32, "small"), (19, 64, "small"), (20, 64, "big"), (5, 65, "big"), (5, None, "big")],
+)
+async def test_auto_sends_small_requests_to_the_fast_tier(
+    words: int, max_tokens: int | None, model: str
+) -> None:
+    r, _ = router(auto=AUTO)
+    routed = await r.route("auto", request(words, max_tokens), lambda _: True)
+    assert (routed.model_id, routed.decision) == (model, "auto")
+
+
+async def test_auto_keeps_the_default_when_the_tenant_may_not_use_the_tier() -> None:
+    r, _ = router(auto=AUTO)
+    routed = await r.route("auto", request(3, 8), lambda m: m != "small")
+    assert routed.model_id == "big"
+
+
+async def test_a_model_the_tenant_may_not_use_does_not_exist_for_it() -> None:
+    r, _ = router()
+    with pytest.raises(ModelNotFound):
+        await r.route("fast", request(3, 8), lambda m: m != "small")
+
+
+async def test_the_chain_follows_the_config_and_skips_what_the_tenant_may_not_use() -> None:
+    r, models = router(fallbacks={"big": ["fast", "other"]})
+    models["big"].fail_before = ServiceUnavailable("down")
+    models["small"].fail_before = ServiceUnavailable("down")
+    routed = await r.route("big", request(3, 8), lambda m: m != "small")
+    chunks = [c async for c in routed.chain.stream(routed.request)]
+    assert chunks and routed.chain.served.model_id == "other"
+    assert models["small"].calls == []
+    # "other" has its own tokenizer: it got the prompt tokenized again, as ids
+    assert models["other"].calls[0].prompt_token_ids == [0] * len("w w w")
+
+
+async def test_a_fallback_with_the_same_tokenizer_gets_the_same_ids() -> None:
+    r, models = router(fallbacks={"big": ["small"]})
+    models["big"].fail_before = ServiceUnavailable("down")
+    routed = await r.route("big", request(3, 8), lambda _: True)
+    [c async for c in routed.chain.stream(routed.request)]
+    assert models["small"].calls[0].prompt_token_ids == routed.request.prompt_token_ids
+
+
+async def test_prompts_that_do_not_fit_are_refused_before_any_call() -> None:
+    r, models = router()
+    with pytest.raises(ContextLengthExceeded):
+        await r.route("small", request(200, 8), lambda _: True)
+    assert models["small"].calls == []
+
+
+@pytest.mark.parametrize(
+    "routing",
+    [
+        {"fallbacks": {"big": ["missing"]}},
+        {"auto": {**AUTO, "default": "missing"}},
+        {"auto": {**AUTO, "name": "big"}},
+    ],
+    ids=["unknown-fallback", "unknown-tier", "auto-shadows-a-model"],
+)
+def test_bad_routing_config_fails_at_start(routing: dict[str, object]) -> None:
+    with pytest.raises((ValueError, ModelNotFound)):
+        router(**routing)
