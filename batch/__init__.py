@@ -1,0 +1,1 @@
+"""Nightly batch classification on Ray Data, reusing the cluster's model wrappers."""

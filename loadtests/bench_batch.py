@@ -1,0 +1,125 @@
+"""Batch classification throughput vs the embedder in one process.
+
+Generates `--rows` synthetic tickets per size, trains the embedding head, and runs the
+job (its own local Ray, `--actors` actors of 1 CPU and 1 torch thread each) for the
+embedding-head classifier and, with `--zero-shot-rows`, for the zero-shot LLM. Rows/s
+count the whole run, actor start included. The baseline is SentenceEmbedder.encode in
+this process at batch 128 with all threads.
+Writes loadtests/results/batch.{json,md}.
+
+    .venv/bin/python -m loadtests.bench_batch [--rows 10000 100000] [--zero-shot-rows 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from batch.config import JobConfig
+from batch.head import Head
+from batch.job import run_job
+from batch.synthetic import tickets
+from batch.train import train_from_table
+from deployments.embedder import SentenceEmbedder
+from loadtests.harness import ROOT, machine, machine_line, write_result
+
+
+def baseline(seconds: float) -> float:
+    embedder = SentenceEmbedder(str(ROOT / "models/all-MiniLM-L6-v2"), "cpu", True, 128)
+    texts = [r["text"] for r in tickets(1024, seed=9)]
+    embedder.encode(texts[:128])
+    start, done = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        embedder.encode(texts[done % 896 : done % 896 + 128])
+        done += 128
+    return round(done / (time.perf_counter() - start), 1)
+
+
+def job_config(kind: str, actors: int, head: str) -> JobConfig:
+    config = yaml.safe_load((ROOT / f"batch/jobs/tickets-{kind}.yaml").read_text())
+    config["resources"] |= {"actors": actors, "cpus_per_actor": 1}
+    if kind == "embedding":
+        config["classifier"]["head"] = head
+        config["classifier"]["embedder"] = str(ROOT / "models/all-MiniLM-L6-v2")
+    else:
+        config["classifier"]["model"] = str(ROOT / "models/SmolLM2-135M-Instruct")
+    return JobConfig.model_validate(config)
+
+
+def run(kind: str, rows: int, actors: int, head: str, work: Path) -> dict[str, Any]:
+    data = work / f"{kind}-{rows}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in tickets(rows, seed=rows)))
+    truth = {r["id"]: r["label"] for r in tickets(rows, seed=rows)}
+    summary = run_job(job_config(kind, actors, head), str(data), work / "out", f"{kind}-{rows}")
+    import pyarrow.parquet as pq
+
+    out = pq.read_table(work / "out" / f"{kind}-{rows}").to_pylist()
+    correct = sum(truth[r["id"]] == r["label"] for r in out)
+    return {
+        "kind": kind,
+        "rows": rows,
+        "seconds": round(summary.seconds, 1),
+        "rows_per_s": round(rows / summary.seconds, 1),
+        "accuracy": round(correct / len(out), 3),
+    }
+
+
+def markdown(record: dict[str, Any]) -> str:
+    lines = [
+        "# Batch classification",
+        "",
+        f"{machine_line(record['machine'])} Command: `{record['command']}`.",
+        "",
+        f"Embedder in one process (batch 128, all threads): {record['baseline']} texts/s. "
+        f"Jobs: {record['actors']} actors x 1 CPU, actor start included.",
+        "",
+        "| classifier | rows | seconds | rows/s | vs in-process embedder | accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in record["runs"]:
+        ratio = r["rows_per_s"] / record["baseline"]
+        lines.append(
+            f"| {r['kind']} | {r['rows']} | {r['seconds']} | {r['rows_per_s']} | {ratio:.2f}x "
+            f"| {r['accuracy']:.1%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--zero-shot-rows", type=int, nargs="*", default=[1000])
+    parser.add_argument("--actors", type=int, default=2)
+    args = parser.parse_args(argv)
+    record: dict[str, Any] = {
+        "machine": machine(),
+        "command": "python -m loadtests.bench_batch " + " ".join(argv or sys.argv[1:]),
+        "baseline": baseline(15),
+        "actors": args.actors,
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        import pyarrow as pa
+
+        train = pa.Table.from_pylist(tickets(400, seed=1))
+        head: Head
+        head, _ = train_from_table(job_config("embedding", 1, "unused"), train, "label")
+        path = str(head.save(work / "heads", "tickets"))
+        for rows in args.rows:
+            record["runs"].append(run("embedding", rows, args.actors, path, work))
+        for rows in args.zero_shot_rows:
+            record["runs"].append(run("zero-shot", rows, args.actors, path, work))
+    write_result("batch", record, markdown(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

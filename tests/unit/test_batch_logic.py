@@ -1,0 +1,110 @@
+"""Batch job logic without Ray: the head, row validation, dead letters, the job folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from batch.classifiers import classify_batch
+from batch.config import JobConfig
+from batch.head import load_head, train_head
+from batch.io import JobFolder, read_input
+
+CONFIG = JobConfig.model_validate(
+    {
+        "labels": ["a", "b"],
+        "classifier": {"kind": "embedding-head", "embedder": "e", "head": "h.npz"},
+    }
+)
+
+
+def test_head_learns_separable_classes_and_its_version_is_its_content(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    vectors = np.concatenate([rng.normal(1, 0.3, (50, 8)), rng.normal(-1, 0.3, (50, 8))])
+    targets = [0] * 50 + [1] * 50
+    head = train_head(vectors, targets, ["a", "b"], "e")
+    assert (head.probabilities(vectors).argmax(axis=1) == np.array(targets)).mean() == 1.0
+    again = train_head(vectors, targets, ["a", "b"], "e")
+    assert again.version == head.version  # deterministic training
+    other = train_head(vectors, targets[::-1], ["a", "b"], "e")
+    assert other.version != head.version
+    loaded = load_head(head.save(tmp_path, "t"))
+    assert loaded.version == head.version and loaded.labels == ["a", "b"]
+    assert (tmp_path / f"t-{head.version}.npz").exists()
+
+
+def batch(ids: list[object], texts: list[object]) -> dict[str, np.ndarray]:
+    return {
+        "_chunk": np.zeros(len(ids), dtype=np.int64),
+        "id": np.array(ids, dtype=object),
+        "text": np.array(texts, dtype=object),
+    }
+
+
+def test_bad_rows_get_a_reason_and_good_rows_a_label() -> None:
+    out = classify_batch(
+        batch(["1", None, "3", "4", "5"], ["hi", "x", "", None, 7]),
+        CONFIG,
+        "m",
+        lambda texts: [("a", 0.9)] * len(texts),
+    )
+    assert list(out["error"]) == [
+        "",
+        "missing id",
+        "empty text",
+        "missing text",
+        "text is int, not a string",
+    ]
+    assert list(out["label"]) == ["a", "", "", "", ""]
+    assert json.loads(out["row"][3]) == {"id": "4", "text": None}
+
+
+def test_a_row_the_model_fails_on_does_not_take_its_batch_down() -> None:
+    def model(texts: list[str]) -> list[tuple[str, float]]:
+        if "poison" in texts:
+            raise RuntimeError("tokenizer exploded")
+        return [("b", 0.7)] * len(texts)
+
+    out = classify_batch(batch(["1", "2", "3"], ["ok", "poison", "fine"]), CONFIG, "m", model)
+    assert list(out["label"]) == ["b", "", "b"]
+    assert out["error"][1] == "RuntimeError: tokenizer exploded"
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        (None, "missing.jsonl", "does not exist"),
+        ("", "empty.jsonl", "is empty"),
+        ('{"id": 1, "text": "a"}\n{"id": 2, "text": \n', "broken.jsonl", "is malformed"),
+        ("id,text\n1,a\n", "data.csv", "expected .jsonl or .parquet"),
+    ],
+)
+def test_bad_inputs_are_clear_errors(
+    tmp_path: Path, content: str | None, name: str, message: str
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_input(str(path))
+
+
+def test_a_job_id_is_not_resumed_on_other_input(tmp_path: Path) -> None:
+    folder = JobFolder(tmp_path / "job")
+    folder.start({"input_digest": "one"})
+    folder.start({"input_digest": "one"})  # the same job: resumes
+    with pytest.raises(ValueError, match="different input or config"):
+        folder.start({"input_digest": "two"})
+
+
+def test_a_chunk_is_done_only_once_its_part_is_complete(tmp_path: Path) -> None:
+    folder = JobFolder(tmp_path / "job")
+    folder.start({})
+    assert not folder.done(0)
+    folder.write_chunk(0, pa.table({"id": ["1"]}), pa.table({"id": ["2"]}))
+    assert folder.done(0) and folder.dead_letter(0).exists()
+    assert not list((tmp_path / "job").glob(".*.tmp"))  # no temporary left behind
