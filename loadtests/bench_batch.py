@@ -60,7 +60,8 @@ def run(kind: str, rows: int, actors: int, head: str, work: Path) -> dict[str, A
     summary = run_job(job_config(kind, actors, head), str(data), work / "out", f"{kind}-{rows}")
     import pyarrow.parquet as pq
 
-    out = pq.read_table(work / "out" / f"{kind}-{rows}").to_pylist()
+    parts = sorted((work / "out" / f"{kind}-{rows}").glob("part-*.parquet"))
+    out = [r for part in parts for r in pq.read_table(part).to_pylist()]
     correct = sum(truth[r["id"]] == r["label"] for r in out)
     return {
         "kind": kind,
