@@ -55,8 +55,5 @@ class FaultyLLMDeployment:
         info: dict[str, Any] = await self._inner.info.remote()
         return {**info, "id": self._config.id, "wraps": self._config.wraps}
 
-    def stats(self) -> dict[str, int]:
-        return {"requests": self._requests}
-
     async def check_health(self) -> None:
         """Healthy as a process; its faults are per request."""

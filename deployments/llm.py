@@ -130,12 +130,7 @@ class LLMDeployment:
         return {**asdict(self._counters), "running": self._counters.running}
 
     def info(self) -> dict[str, Any]:
-        return {
-            "id": self._model_id,
-            "max_model_len": self._max_model_len,
-            "pid": os.getpid(),
-            "replica": self._replica,
-        }
+        return {"id": self._model_id, "max_model_len": self._max_model_len, "pid": os.getpid()}
 
     async def check_health(self) -> None:
         """Serve restarts the replica when this raises (the engine process died)."""

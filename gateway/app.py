@@ -129,12 +129,14 @@ class Gateway:
         }
         self._keys = KeyRing(tenants, config.auth)
         self._metrics = GatewayMetrics()
-        encoders: dict[str, PromptEncoder] = {}  # one per tokenizer: shared ids on fallback
+        # One encoder per model folder: loaded once, and fallbacks that share it reuse
+        # the token ids.
+        encoders: dict[str, PromptEncoder] = {}
+        for name in {**llms, **faults}:
+            if sources[name] not in encoders:
+                encoders[sources[name]] = load_prompt_encoder(sources[name])
         llm_targets = {
-            name: LLMTarget(
-                ServeLLMBackend(h),
-                encoders.setdefault(sources[name], load_prompt_encoder(sources[name])),
-            )
+            name: LLMTarget(ServeLLMBackend(h), encoders[sources[name]])
             for name, h in {**llms, **faults}.items()
         }
         emb_config = {e.id: e for e in config.embedders}

@@ -8,7 +8,7 @@ the fallback chain, which moves on to the next model first.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
@@ -27,23 +27,34 @@ async def unary(call: Awaitable[T]) -> T:
         raise Overloaded("The model is at capacity; try again shortly.") from None
 
 
-class ServeLLMBackend:
+class _Info:
+    """A deployment's `info()`, asked once: it is fixed for the life of the deployment."""
+
+    def __init__(self, handle: DeploymentHandle):
+        self._handle = handle
+        self._info: dict[str, Any] | None = None
+
+    async def limit(self, key: str) -> int:
+        if self._info is None:
+            info: dict[str, Any] = await unary(self._handle.info.remote())
+            self._info = info
+            return int(info[key])
+        return int(self._info[key])
+
+
+class ServeLLMBackend(_Info):
     """A streaming call to an LLMDeployment; closing the iterator cancels the call."""
 
     def __init__(self, handle: DeploymentHandle):
-        self._info = handle
-        self._handle = handle.options(stream=True)
-        self._max_model_len: int | None = None
+        super().__init__(handle)
+        self._stream = handle.options(stream=True)
 
     async def max_model_len(self) -> int:
-        if self._max_model_len is None:  # fixed for the life of the deployment
-            info = await unary(self._info.info.remote())
-            self._max_model_len = int(info["max_model_len"])
-        return self._max_model_len
+        return await self.limit("max_model_len")
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         # stream=True handles return generators; the stub types the union.
-        response = cast(DeploymentResponseGenerator, self._handle.generate.remote(request))
+        response = cast(DeploymentResponseGenerator, self._stream.generate.remote(request))
         done = False
         try:
             async for chunk in response:
@@ -54,18 +65,9 @@ class ServeLLMBackend:
                 response.cancel()
 
 
-class _Limits:
-    """The model's input limit, asked once (fixed for the life of the deployment)."""
-
-    def __init__(self, handle: DeploymentHandle):
-        self._handle = handle
-        self._max_input_tokens: int | None = None
-
+class _Limits(_Info):
     async def max_input_tokens(self) -> int:
-        if self._max_input_tokens is None:
-            info = await unary(self._handle.info.remote())
-            self._max_input_tokens = int(info["max_input_tokens"])
-        return self._max_input_tokens
+        return await self.limit("max_input_tokens")
 
 
 class ServeEmbeddingBackend(_Limits):

@@ -61,13 +61,6 @@ class LLMRouter:
             for name in self._policy.models():
                 self._models.resolve(name)
 
-    @property
-    def auto_name(self) -> str | None:
-        return self._policy.name if self._policy is not None else None
-
-    def model_ids(self) -> list[str]:
-        return list(self._models.model_ids())
-
     async def route(self, name: str, request: GenerationRequest, may_use: MayUse) -> Routed:
         """Pick the model, tokenize for it, check the context, and build the chain."""
         policy = self._policy
