@@ -87,9 +87,10 @@ class AppConfig(Strict):
     def _check_routing(self, generation_ids: set[str], all_names: set[str]) -> None:
         names = generation_ids | {a for m in self.models for a in m.aliases}
         routing = self.routing
-        not_ids = sorted(set(routing.fallbacks) - generation_ids)
-        if not_ids:
-            raise ValueError(f"routing.fallbacks keys must be model ids, not {not_ids}")
+        for field in ("fallbacks", "first_token_timeouts"):
+            not_ids = sorted(set(getattr(routing, field)) - generation_ids)
+            if not_ids:
+                raise ValueError(f"routing.{field} keys must be model ids, not {not_ids}")
         used = [n for chain in routing.fallbacks.values() for n in chain]
         if routing.auto is not None:
             if routing.auto.name in all_names:

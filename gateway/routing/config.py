@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, model_validator
 
 from deployments.config import Strict
@@ -70,6 +72,11 @@ class RoutingConfig(Strict):
         description="Per call: no first token by then counts as a failure "
         "and the next model in the chain is tried.",
     )
+    first_token_timeouts: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="Model id -> its own first_token_timeout_s, for models whose first "
+        "token comes much sooner or later than the rest's.",
+    )
     retry_after_s: float = Field(
         default=1.0,
         gt=0,
@@ -79,6 +86,11 @@ class RoutingConfig(Strict):
 
     @model_validator(mode="after")
     def _deadlines(self) -> RoutingConfig:
-        if self.first_token_timeout_s > self.timeout_s:
-            raise ValueError("first_token_timeout_s must not exceed timeout_s")
+        longest = max([self.first_token_timeout_s, *self.first_token_timeouts.values()])
+        if longest > self.timeout_s:
+            raise ValueError("first token timeouts must not exceed timeout_s")
         return self
+
+    def first_token_timeout(self, model_id: str) -> float:
+        """How long a call to `model_id` may take to its first token."""
+        return self.first_token_timeouts.get(model_id, self.first_token_timeout_s)

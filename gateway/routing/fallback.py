@@ -149,7 +149,7 @@ class ChainBackend:
                 break
             self.served.calls += 1
             chunks = link.backend.stream(tailored)
-            timeout = min(self._config.first_token_timeout_s, remaining)
+            timeout = min(self._config.first_token_timeout(link.model_id), remaining)
             try:
                 async with asyncio.timeout(timeout):
                     first = await anext(chunks)

@@ -217,7 +217,10 @@ FIRST_TOKEN_TIMEOUT_S = 2.0
 
 def add_routing_faults(args: dict[str, Any]) -> None:
     """The fast tier gets two replicas (prefix affinity); the fault models fall back to
-    it; breakers open after 2 failures for 1 s so that the tests see them recover."""
+    it and give up on a first token after 2 s (the real models keep the config's, as a
+    loaded CI machine can take longer). Breakers open after 2 failures for 5 s: longer
+    than a call takes even on a loaded machine, so the next call meets the open circuit,
+    and short enough for the tests to see them recover."""
     fast = args["models"][1]
     fast["deployment"]["num_replicas"] = 2
     args["fault_injection"] = [
@@ -225,8 +228,8 @@ def add_routing_faults(args: dict[str, Any]) -> None:
     ]
     routing = args["routing"]
     routing["fallbacks"] |= {name: [fast["id"]] for name in FAULTS if name != "jammed"}
-    routing["first_token_timeout_s"] = FIRST_TOKEN_TIMEOUT_S
-    routing["breaker"] = {"failure_threshold": 2, "open_s": 1.0}
+    routing["first_token_timeouts"] = {name: FIRST_TOKEN_TIMEOUT_S for name in FAULTS}
+    routing["breaker"] = {"failure_threshold": 2, "open_s": 5.0}
 
 
 def running_redis(workdir: Path) -> Iterator[RedisServer]:

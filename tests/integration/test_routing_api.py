@@ -85,7 +85,7 @@ def test_a_stalled_model_times_out_and_the_next_one_answers(cluster: Cluster) ->
 
 
 def test_breaker_opens_and_recovers_once_the_model_does(cluster: Cluster) -> None:
-    """`recovering` fails its first 4 calls: breakers (2 failures, 1 s) open in front of
+    """`recovering` fails its first 4 calls: breakers (2 failures, 5 s) open in front of
     it, stop sending it traffic, and close again after a successful probe."""
     served: list[str] = []
 

@@ -10,7 +10,8 @@ from schemas.generation import GenerationChunk, GenerationRequest
 
 class ScriptedModel:
     """Streams `pieces`; `fail_before` raises before the first chunk, `fail_after` after
-    that many chunks, `stall` waits forever for its first chunk (until cancelled)."""
+    that many chunks, `stall` waits forever for its first chunk (until cancelled), `delay_s`
+    is how long the first chunk takes."""
 
     def __init__(
         self,
@@ -20,6 +21,7 @@ class ScriptedModel:
         stall: bool = False,
         context: int = 2048,
         replica: str = "r1",
+        delay_s: float = 0.0,
     ):
         self.pieces = pieces
         self.fail_before = fail_before
@@ -27,6 +29,7 @@ class ScriptedModel:
         self.stall = stall
         self.context = context
         self.replica = replica
+        self.delay_s = delay_s
         self.calls: list[GenerationRequest] = []
         self.closed = 0
 
@@ -38,6 +41,7 @@ class ScriptedModel:
         try:
             if self.stall:
                 await asyncio.Event().wait()  # never set: only a timeout ends it
+            await asyncio.sleep(self.delay_s)
             if self.fail_before is not None:
                 raise self.fail_before
             for i, piece in enumerate(self.pieces):

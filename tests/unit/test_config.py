@@ -57,6 +57,12 @@ def test_gpu_profile_differs_from_local_only_in_values() -> None:
         (lambda a: a["cache"].update(guards=["vibes"]), "guards"),
         (lambda a: a["rerankers"][0].pop("kind"), "kind"),
         (lambda a: a["rerankers"][0].update(aliases=["default"]), "used twice"),
+        (lambda a: a["routing"].update(first_token_timeouts={"fast": 5}), "first_token_timeouts"),
+        (
+            lambda a: a["routing"].update(first_token_timeouts={a["models"][0]["id"]: 9999}),
+            "must not exceed timeout_s",
+        ),
+        (lambda a: a["routing"].update(fallbacks={"nope": []}), "fallbacks keys"),
     ],
 )
 def test_bad_config_fails_fast_with_a_readable_message(mutate: Any, message: str) -> None:

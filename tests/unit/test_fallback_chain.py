@@ -102,6 +102,21 @@ async def test_first_token_timeout_cancels_the_call_and_falls_back() -> None:
     assert rec.failed == [("main", "first_token_timeout")]
 
 
+async def test_a_model_can_have_its_own_first_token_timeout() -> None:
+    rec = Recorder()
+    settings = RoutingConfig(first_token_timeout_s=0.05, first_token_timeouts={"slow": 5.0})
+    slow, spare = ScriptedModel(("late",), delay_s=0.2), ScriptedModel(("spare",))
+    backend = ChainBackend(
+        [Link("slow", slow, same), Link("spare", spare, same)],
+        settings,
+        Breakers(settings.breaker),
+        rec.events(),
+    )
+    assert [c.text for c in await drain(backend)] == ["late"]  # 0.2 s > 0.05 s default
+    assert rec.failed == [] and spare.calls == []
+    assert settings.first_token_timeout("spare") == 0.05
+
+
 async def test_client_errors_are_not_retried() -> None:
     rec = Recorder()
     refusing = ScriptedModel(fail_before=InvalidRequest("bad stop sequence"))
