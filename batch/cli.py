@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,9 +13,14 @@ from batch.config import EmbeddingHead, load_job_config
 
 def classify(args: argparse.Namespace) -> int:
     from batch.job import run_job
+    from batch.metrics import JobMetrics
 
-    config = load_job_config(Path(args.config))
-    run_job(config, args.input, Path(args.output), args.job_id, args.address)
+    config_path = Path(args.config)
+    config = load_job_config(config_path)
+    metrics = None
+    if args.pushgateway:
+        metrics = JobMetrics(args.pushgateway, args.pipeline or config_path.stem, args.job_id)
+    run_job(config, args.input, Path(args.output), args.job_id, args.address, metrics=metrics)
     return 0
 
 
@@ -41,6 +47,15 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--output", required=True, help="folder; results go to <output>/<job-id>/")
     c.add_argument("--job-id", required=True, help="the same id resumes a killed run")
     c.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    c.add_argument(
+        "--pushgateway",
+        default=os.environ.get("RAYGATE_PUSHGATEWAY"),
+        help="Prometheus Pushgateway (host:port or URL) for the job's metrics "
+        "(default: $RAYGATE_PUSHGATEWAY; none: no metrics)",
+    )
+    c.add_argument(
+        "--pipeline", default=None, help="metrics label of this job (default: config file name)"
+    )
     c.set_defaults(run=classify)
     t = sub.add_parser("train-head", help="train the embedding classifier's head")
     t.add_argument("--config", required=True, help="job config (YAML), kind embedding-head")

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from batch.classifiers import actor_class
 from batch.config import JobConfig
 from batch.io import DEAD_LETTER_SCHEMA, OUTPUT_SCHEMA, JobFolder, input_digest, read_input
+from batch.metrics import JobMetrics
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ def run_job(
     job_id: str,
     address: str | None = None,
     report: Callable[[str], None] = print,
+    metrics: JobMetrics | None = None,
 ) -> Summary:
     table = read_input(input_uri)
     missing = [f for f in (config.id_field, config.text_field) if f not in table.column_names]
@@ -62,8 +64,18 @@ def run_job(
     started = time.monotonic()
     classified = dead = 0
     if pending:
-        classified, dead = _classify(config, table, folder, pending, job_id, address, report)
+        try:
+            classified, dead = _classify(
+                config, table, folder, pending, job_id, address, report, metrics
+            )
+        except BaseException:
+            if metrics is not None:
+                metrics.ended(ok=False)
+            raise
     seconds = time.monotonic() - started
+    if metrics is not None:
+        metrics.progress(classified, dead, 0, seconds, final=True)
+        metrics.ended(ok=True)
     summary = Summary(table.num_rows, chunks, chunks - len(pending), classified, dead, seconds)
     report(
         f"job {job_id}: {summary.rows} rows in {chunks} chunks ({summary.skipped_chunks} done "
@@ -80,6 +92,7 @@ def _classify(
     job_id: str,
     address: str | None,
     report: Callable[[str], None],
+    metrics: JobMetrics | None,
 ) -> tuple[int, int]:
     import ray
     import ray.data
@@ -129,6 +142,8 @@ def _classify(
                 "rows_per_s": round(rate, 1),
             }
             folder.progress({**record, "eta_s": round(eta, 1), "chunk": chunk})
+            if metrics is not None:
+                metrics.progress(classified, dead, total_rows - done_rows, elapsed)
             report(
                 f"chunk {chunk}: {done_rows}/{total_rows} rows, {rate:.1f} rows/s, ETA {eta:.0f} s"
             )

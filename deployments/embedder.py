@@ -7,6 +7,7 @@ in a worker thread so the replica's event loop keeps accepting requests meanwhil
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from ray import serve
 
 from deployments.batching import DynamicBatcher, token_batches
 from deployments.config import EmbedderConfig
+from deployments.metrics import BatchMetrics
 from schemas.embeddings import EmbeddingResult
 
 A = TypeVar("A")
@@ -117,13 +119,16 @@ class EmbedderDeployment:
         self._batcher = DynamicBatcher(
             self._embed_batch, config.max_batch_size, config.batch_wait_timeout_s
         )
+        self._metrics = BatchMetrics("embedder", config.id)
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         return await self._batcher.submit(texts)
 
     async def _embed_batch(self, requests: list[list[str]]) -> list[EmbeddingResult]:
         flat = [text for texts in requests for text in texts]
+        started = time.perf_counter()
         merged = await self._thread.run(self._embedder.encode, flat)
+        self._metrics.record(len(requests), len(flat), time.perf_counter() - started)
         results, start = [], 0
         for texts in requests:
             end = start + len(texts)

@@ -18,6 +18,7 @@ from typing import Any
 from ray import serve
 
 from deployments.config import LLMModelConfig
+from deployments.metrics import engine_stat_loggers
 from deployments.prompt import PromptEncoder, check_fits
 from schemas.errors import InvalidRequest, ServiceUnavailable
 from schemas.generation import FinishReason, GenerationChunk, GenerationRequest, SamplingOptions
@@ -61,6 +62,9 @@ def sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
     )
 
 
+IDLE_REPORT_S = 2.0  # Ray keeps a gauge for two export intervals (>= 1 s each)
+
+
 @serve.deployment
 class LLMDeployment:
     def __init__(self, config: LLMModelConfig, model_source: str):
@@ -70,12 +74,28 @@ class LLMDeployment:
         args = AsyncEngineArgs(
             model=model_source, served_model_name=[config.id], **config.engine_kwargs
         )
-        self._engine = AsyncLLM.from_engine_args(args)
+        self._engine = AsyncLLM.from_engine_args(args, stat_loggers=engine_stat_loggers())
         self._max_model_len: int = self._engine.model_config.max_model_len
         self._encoder = PromptEncoder(self._engine.get_tokenizer())
         self._model_id = config.id
         self._replica = serve.get_replica_context().replica_id.unique_id
         self._counters = RequestCounters()
+        # Serve runs constructors on the replica's event loop
+        self._idle_reports = asyncio.get_running_loop().create_task(self._report_when_idle())
+
+    async def _report_when_idle(self) -> None:
+        """vLLM sets its gauges (running and waiting requests, KV cache usage) only while
+        it steps, and Ray drops a gauge that is not refreshed: an idle engine would
+        vanish from the dashboards. While idle, report it idle."""
+        from vllm.v1.metrics.stats import SchedulerStats
+
+        stat_loggers = self._engine.logger_manager
+        if stat_loggers is None:  # engine_kwargs disable_log_stats: no metrics at all
+            return
+        while True:
+            await asyncio.sleep(IDLE_REPORT_S)
+            if self._counters.running == 0:
+                stat_loggers.record(SchedulerStats(), None)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         if self._engine.errored:

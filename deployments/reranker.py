@@ -14,6 +14,7 @@ token-bounded forward passes (deployments.batching) in a worker thread.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from ray import serve
 from deployments.batching import DynamicBatcher, token_batches
 from deployments.config import RerankerConfig
 from deployments.embedder import ModelThread, SentenceEmbedder
+from deployments.metrics import BatchMetrics
 from schemas.embeddings import ScoreResult
 
 Pair = tuple[str, str]
@@ -108,13 +110,16 @@ class RerankerDeployment:
         self._batcher = DynamicBatcher(
             self._score_batch, config.max_batch_size, config.batch_wait_timeout_s
         )
+        self._metrics = BatchMetrics("reranker", config.id)
 
     async def score(self, query: str, documents: list[str]) -> ScoreResult:
         return await self._batcher.submit((query, documents))
 
     async def _score_batch(self, requests: list[tuple[str, list[str]]]) -> list[ScoreResult]:
         pairs = [(query, doc) for query, docs in requests for doc in docs]
+        started = time.perf_counter()
         merged = await self._thread.run(self._scorer.score, pairs)
+        self._metrics.record(len(requests), len(pairs), time.perf_counter() - started)
         results, start = [], 0
         for _, docs in requests:
             end = start + len(docs)

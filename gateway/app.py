@@ -11,12 +11,13 @@ import os
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve import Application, Deployment
@@ -37,16 +38,23 @@ from gateway.cache.redis_store import CachedAnswer, RedisCacheStore
 from gateway.cache.replay import RecordingBackend, ReplayBackend
 from gateway.cache.service import CacheMetrics, Embed, Lookup, ResponseCache
 from gateway.config import AppConfig
-from gateway.embeddings import EmbedderTarget, EmbeddingService
+from gateway.embeddings import EmbedderTarget, EmbeddingService, PreparedEmbedding
 from gateway.errors import install_error_handlers, parse_body
 from gateway.generation import GenerationService, Prepared
 from gateway.metrics import GatewayMetrics
 from gateway.quota.policy import Lease, QuotaPolicy, RouteClass
 from gateway.quota.redis_store import RedisQuotaStore
 from gateway.redis_conn import redis_client
-from gateway.rerank import RerankerTarget, RerankService
+from gateway.rerank import PreparedRerank, RerankerTarget, RerankService
 from gateway.routing.router import LLMRouter
 from gateway.targets import LLMTarget
+from gateway.telemetry import (
+    RequestLabels,
+    RequestMetricsMiddleware,
+    TimedBackend,
+    labels_of,
+    request_metrics,
+)
 from schemas.embeddings import EmbeddingResult
 from schemas.errors import NotFound
 from schemas.openai import (
@@ -60,6 +68,20 @@ from schemas.rerank import RerankRequest, ScoreRequest, TeiRerankRequest
 
 api = FastAPI(title="raygate", docs_url=None, redoc_url=None)
 install_error_handlers(api)
+
+
+@cache
+def _api_paths() -> frozenset[str]:
+    return frozenset(r.path for r in api.routes if isinstance(r, APIRoute))
+
+
+def route_label(path: str) -> str:
+    """A path's metrics label: one of the API's routes, else `other` (bounded)."""
+    return path if path in _api_paths() else "other"
+
+
+# Before the class: @serve.ingress freezes a copy of the app (its middleware included)
+api.add_middleware(RequestMetricsMiddleware, route_of=route_label)
 
 
 R = TypeVar("R")
@@ -190,11 +212,23 @@ class Gateway:
             self._cache.start()  # Serve runs constructors on the replica's event loop
 
     def _principal(self, request: Request) -> Principal:
-        return self._keys.authenticate(request.headers.get("authorization"))
+        principal = self._keys.authenticate(request.headers.get("authorization"))
+        labels_of(request).tenant = principal.tenant.id
+        return principal
 
     async def _settle(self, lease: Lease, used_tokens: int) -> None:
         # Shielded: a cancelled request (client gone) still returns its unused tokens.
         await asyncio.shield(self._quota.settle(lease, used_tokens))
+
+    async def _finish(
+        self, lease: Lease, lookup: Lookup | None, prepared: Prepared, labels: RequestLabels
+    ) -> None:
+        """Settle the quota and count the tokens, however the generation ended."""
+        labels.model = prepared.served_by
+        request_metrics().count_tokens(
+            labels.tenant, labels.model, prepared.prompt_tokens, prepared.completion_tokens
+        )
+        await self._settle(lease, self._charge(lookup, prepared))
 
     async def _lookup(
         self,
@@ -243,8 +277,12 @@ class Gateway:
     ) -> Response:
         """Prepare, admit, consult the cache, run, and settle however it ends."""
         prepared = await self._generation.prepare(body, principal.may_use)
+        labels = labels_of(request)
+        labels.model = prepared.model_id
         self._metrics.record_route(prepared.decision, prepared.model_id)
         lease = await self._quota.admit(principal, "generation", prepared.reserved_tokens)
+        # timed below the cache: a replayed answer is no model latency
+        prepared.backend = TimedBackend(prepared.backend, lambda: prepared.served_by, labels)
         lookup: Lookup | None = None
         try:
             lookup = await self._lookup(request, principal, body, prepared)
@@ -253,7 +291,7 @@ class Gateway:
                 raise refusal
             result = await run(prepared)
         except BaseException:
-            await self._settle(lease, self._charge(lookup, prepared))
+            await self._finish(lease, lookup, prepared, labels)
             raise
         headers = {
             **lease.headers,
@@ -261,7 +299,7 @@ class Gateway:
             **_served_headers(prepared),
         }
         if isinstance(result, BaseModel):
-            await self._settle(lease, self._charge(lookup, prepared))
+            await self._finish(lease, lookup, prepared, labels)
             return _reply(result, headers)
 
         async def settled_stream() -> AsyncGenerator[str, None]:
@@ -269,7 +307,7 @@ class Gateway:
                 async for event in result:
                     yield event
             finally:
-                await self._settle(lease, self._charge(lookup, prepared))
+                await self._finish(lease, lookup, prepared, labels)
 
         return _reply(settled_stream(), headers)
 
@@ -289,20 +327,24 @@ class Gateway:
 
     async def _metered(
         self,
+        request: Request,
         principal: Principal,
         route_class: RouteClass,
-        reserved_tokens: int,
+        prepared: PreparedEmbedding | PreparedRerank,
         call: Callable[[], Awaitable[R]],
         used_tokens: Callable[[R], int],
     ) -> tuple[R, Lease]:
         """Admit against the quota, call the model, settle to the tokens it read."""
-        lease = await self._quota.admit(principal, route_class, reserved_tokens)
+        labels = labels_of(request)
+        labels.model = prepared.model_id
+        lease = await self._quota.admit(principal, route_class, prepared.reserved_tokens)
         used = 0  # nothing is charged unless the model answers
         try:
             result = await call()
             used = used_tokens(result)
         finally:
             await self._settle(lease, used)
+            request_metrics().count_tokens(labels.tenant, labels.model, used, 0)
         return result, lease
 
     @api.post("/v1/embeddings")
@@ -311,9 +353,10 @@ class Gateway:
         body = parse_body(await request.body(), EmbeddingRequest)
         prepared = await self._embeddings.prepare(body, principal.may_use)
         response, lease = await self._metered(
+            request,
             principal,
             "embeddings",
-            prepared.reserved_tokens,
+            prepared,
             partial(self._embeddings.embed, body, prepared),
             lambda r: r.usage.prompt_tokens,
         )
@@ -326,9 +369,10 @@ class Gateway:
         pairs = [(body.query, doc) for doc in body.texts()]
         prepared = await self._rerank.prepare(body.model, pairs, principal.may_use)
         response, lease = await self._metered(
+            request,
             principal,
             "rerank",
-            prepared.reserved_tokens,
+            prepared,
             partial(self._rerank.rerank, prepared, body.top_n, body.return_documents),
             lambda r: r.usage.total_tokens,
         )
@@ -345,9 +389,10 @@ class Gateway:
         pairs = [(body.query, text) for text in body.texts]
         prepared = await self._rerank.prepare(model, pairs, principal.may_use, "texts")
         (ranks, _), lease = await self._metered(
+            request,
             principal,
             "rerank",
-            prepared.reserved_tokens,
+            prepared,
             partial(self._rerank.tei_rerank, prepared, body.return_text),
             lambda r: r[1],
         )
@@ -360,9 +405,10 @@ class Gateway:
         body = parse_body(await request.body(), ScoreRequest)
         prepared = await self._rerank.prepare(body.model, body.pairs(), principal.may_use, "text_2")
         response, lease = await self._metered(
+            request,
             principal,
             "rerank",
-            prepared.reserved_tokens,
+            prepared,
             partial(self._rerank.score, prepared),
             lambda r: r.usage.total_tokens,
         )

@@ -30,6 +30,12 @@ def as_api_error(exc: BaseException) -> APIError:
     return InternalError("The server had an error while processing your request.")
 
 
+def error_label(err: APIError) -> str:
+    """The metrics label of an error: its code where it has one (overloaded,
+    rate_limit_exceeded, ...), else its OpenAI type."""
+    return err.code or err.type
+
+
 def error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
@@ -69,18 +75,22 @@ def parse_body(raw: bytes, model: type[M]) -> M:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 404:
-            return error_response(NotFound("Unknown route."))
-        err = InvalidRequest(str(exc.detail))
-        err.status = exc.status_code
+    def respond(request: Request, err: APIError) -> JSONResponse:
+        request.state.error = error_label(err)  # for the request metrics
         return error_response(err)
 
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return respond(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return respond(request, NotFound("Unknown route."))
+        err = InvalidRequest(str(exc.detail))
+        err.status = exc.status_code
+        return respond(request, err)
+
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(as_api_error(exc))
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return respond(request, as_api_error(exc))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up (idempotently) and run raygate's local profile: Redis on 127.0.0.1, then
+# Set up (idempotently) and run raygate's local profile: Redis, Prometheus (with
+# raygate's alert rules) and a Pushgateway for batch jobs on 127.0.0.1, then
 # `serve run serve_config.yaml` serving the OpenAI API on http://127.0.0.1:8000.
-# Ctrl-C (or SIGTERM) stops Serve and the Redis this script started.
+# Ctrl-C (or SIGTERM) stops Serve and whatever this script started.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -22,14 +23,40 @@ else
   echo "[run_local] Redis started on 127.0.0.1:$REDIS_PORT (pid $redis_pid)"
 fi
 
-serve_pid=""
+push_pid="" prom_pid="" serve_pid=""
 stop() {
   set +e  # clean up everything, whatever each step returns
   if [ -n "$serve_pid" ]; then kill -TERM "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; fi
-  if [ -n "$redis_pid" ]; then kill -TERM "$redis_pid" 2>/dev/null; fi
+  for pid in "$prom_pid" "$push_pid" "$redis_pid"; do
+    if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; fi
+  done
 }
 trap stop EXIT
 trap 'exit 130' INT TERM
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+PUSH_PORT="${RAYGATE_PUSHGATEWAY_PORT:-9091}"
+PROM_PORT="${RAYGATE_PROMETHEUS_PORT:-9090}"
+if listening "$PUSH_PORT"; then
+  echo "[run_local] something already listens on 127.0.0.1:$PUSH_PORT; no Pushgateway started"
+else
+  prometheus-pushgateway --web.listen-address="127.0.0.1:$PUSH_PORT" >"$RUN_DIR/pushgateway.log" 2>&1 &
+  push_pid=$!
+  echo "[run_local] Pushgateway on 127.0.0.1:$PUSH_PORT (pid $push_pid)"
+fi
+if listening "$PROM_PORT"; then
+  echo "[run_local] something already listens on 127.0.0.1:$PROM_PORT; no Prometheus started"
+else
+  # Scrapes every Ray node (found through Ray's discovery file) and the Pushgateway.
+  "$ROOT/.venv/bin/python" -m observability.prometheus --out "$RUN_DIR/prometheus.yml" \
+    --pushgateway "127.0.0.1:$PUSH_PORT"
+  prometheus --config.file="$RUN_DIR/prometheus.yml" --storage.tsdb.path="$RUN_DIR/prometheus-data" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" >"$RUN_DIR/prometheus.log" 2>&1 &
+  prom_pid=$!
+  echo "[run_local] Prometheus on http://127.0.0.1:$PROM_PORT (pid $prom_pid)"
+fi
+
 
 "$ROOT/.venv/bin/serve" run serve_config.yaml "$@" &
 serve_pid=$!

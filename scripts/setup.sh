@@ -11,9 +11,12 @@ EXTRAS="${RAYGATE_EXTRAS:-cpu,dev}"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# 1. Debian packages: redis-server (quota and cache store), prometheus (metrics).
+# 1. Debian packages: redis-server (quota and cache store), prometheus (metrics, and
+#    promtool for the rules) and prometheus-pushgateway (batch job metrics).
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pyarrow.parquet as pq
 import pytest
@@ -18,6 +19,7 @@ import yaml
 
 from batch.synthetic import LABELS, tickets
 from tests.integration.conftest import wait_until
+from tests.integration.monitoring import start_pushgateway
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
@@ -64,18 +66,34 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_embedding_head_job_classifies_and_dead_letters_bad_rows(workdir: Path) -> None:
+    """... and pushes its numbers to a (real) Pushgateway."""
+    pushgateway = start_pushgateway(workdir)
     rows = tickets(600, seed=2)
     truth = {r["id"]: r["label"] for r in rows}
     rows[3]["text"] = "   "
     del rows[10]["text"]
     rows[20]["id"] = None
     data = write_jsonl(workdir / "input.jsonl", [{"id": r["id"], **r} for r in rows])
-    done = cli(
-        "classify", "--config", str(workdir / "job.yaml"), "--input", str(data),
-        "--output", str(workdir / "out"), "--job-id", "accuracy",
-    )  # fmt: skip
+    try:
+        done = cli(
+            "classify", "--config", str(workdir / "job.yaml"), "--input", str(data),
+            "--output", str(workdir / "out"), "--job-id", "accuracy",
+            "--pushgateway", pushgateway.url, "--pipeline", "tickets",
+        )  # fmt: skip
+        pushed = httpx.get(f"{pushgateway.url}/metrics", timeout=10).text
+    finally:
+        pushgateway.stop()
     assert done.returncode == 0, done.stderr
     assert "rows/s" in done.stdout and "ETA" in done.stdout  # progress is reported
+    for series in (
+        'raygate_batch_rows{instance="",job="raygate-batch",job_id="accuracy",'
+        'pipeline="tickets",status="classified"} 597',
+        'raygate_batch_rows{instance="",job="raygate-batch",job_id="accuracy",'
+        'pipeline="tickets",status="dead_letter"} 3',
+        'raygate_batch_last_success_timestamp_seconds{instance="",job="raygate-batch",'
+        'pipeline="tickets"}',
+    ):
+        assert series in pushed, series
     out = read_parts(workdir / "out" / "accuracy")
     dead = read_parts(workdir / "out" / "accuracy" / "dead-letter")
     assert sorted(d["reason"] for d in dead) == ["empty text", "missing id", "missing text"]
