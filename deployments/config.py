@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
@@ -14,10 +14,33 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Autoscaling(Strict):
+    """Ray Serve's replica autoscaling for one deployment (its `autoscaling_config`)."""
+
+    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas (0: scale to zero).")
+    max_replicas: int = Field(ge=1, description="Most replicas.")
+    target_ongoing_requests: float = Field(
+        default=2.0, gt=0, description="Ongoing requests per replica that Serve aims for."
+    )
+    upscale_delay_s: float = Field(default=30.0, ge=0, description="Wait before scaling up.")
+    downscale_delay_s: float = Field(default=600.0, ge=0, description="Wait before scaling down.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.min_replicas must not exceed max_replicas")
+        return self
+
+
 class ServeOptions(Strict):
     """How Ray Serve runs one deployment."""
 
-    num_replicas: int = Field(default=1, ge=1, description="Replicas of this deployment.")
+    num_replicas: int = Field(
+        default=1, ge=1, description="Replicas of this deployment (without autoscaling)."
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Scale replicas with load instead of a fixed num_replicas."
+    )
     max_ongoing_requests: int = Field(
         ge=1,
         description="Requests one replica takes at once; set deliberately (Serve's default, "
@@ -44,13 +67,17 @@ class ServeOptions(Strict):
         return options
 
     def deployment_options(self, name: str) -> dict[str, Any]:
-        return {
+        options: dict[str, Any] = {
             "name": name,
-            "num_replicas": self.num_replicas,
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
             "ray_actor_options": self.ray_actor_options(),
         }
+        if self.autoscaling is None:
+            options["num_replicas"] = self.num_replicas
+        else:
+            options["autoscaling_config"] = self.autoscaling.model_dump()
+        return options
 
 
 def resolve_model_source(source: str, base: Path) -> str:

@@ -82,3 +82,14 @@ def test_model_source_is_a_local_folder_or_a_hub_id(tmp_path: Path) -> None:
 
 def test_deployment_names_are_safe_for_serve() -> None:
     assert deployment_name("llm", "org/model:v1.5") == "llm-org_model_v1_5"
+
+
+def test_autoscaling_replaces_a_fixed_replica_count() -> None:
+    args = local_args()
+    args["models"][0]["deployment"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 4}
+    options = load_config(args).models[0].deployment.deployment_options("llm-x")
+    assert "num_replicas" not in options
+    assert options["autoscaling_config"]["max_replicas"] == 4
+    args["models"][0]["deployment"]["autoscaling"] = {"min_replicas": 5, "max_replicas": 4}
+    with pytest.raises(ValueError, match="min_replicas must not exceed"):
+        load_config(args)

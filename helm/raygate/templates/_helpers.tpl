@@ -1,0 +1,107 @@
+{{/* Names and labels. */}}
+{{- define "raygate.fullname" -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "raygate.labels" -}}
+app.kubernetes.io/name: {{ default .Chart.Name .Values.nameOverride }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "raygate.selector" -}}
+app.kubernetes.io/name: {{ default .Chart.Name .Values.nameOverride }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "raygate.image" -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+
+{{- define "raygate.redisSecret" -}}
+{{- default (printf "%s-redis" (include "raygate.fullname" .)) .Values.redis.existingSecret -}}
+{{- end -}}
+
+{{- define "raygate.tenantsSecret" -}}
+{{- default (printf "%s-tenants" (include "raygate.fullname" .)) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "raygate.redisUrl" -}}
+{{- if .Values.redis.internal.enabled -}}
+redis://{{ include "raygate.fullname" . }}-redis:6379/0
+{{- else -}}
+{{- required "redis.external.url is required when redis.internal.enabled is false" .Values.redis.external.url -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Serve config: the profile's own file (a copy of serve_config.yaml or
+configs/gpu.yaml), with the values' overrides merged in and the cluster's
+Redis, tenants file and HTTP settings. Unknown model ids in the overrides fail.
+*/}}
+{{- define "raygate.serveConfig" -}}
+{{- $file := ternary "files/gpu.yaml" "files/serve_config.yaml" (eq .Values.app.profile "gpu") -}}
+{{- $serve := .Files.Get $file | fromYaml -}}
+{{- $app := index $serve.applications 0 -}}
+{{- $args := $app.args -}}
+{{- range $section := list "models" "embedders" "rerankers" -}}
+{{- $overrides := index $.Values.app $section -}}
+{{- $ids := list -}}
+{{- range $entry := (index $args $section | default list) -}}
+{{- $ids = append $ids $entry.id -}}
+{{- if hasKey $overrides $entry.id -}}
+{{- $_ := mergeOverwrite $entry (deepCopy (index $overrides $entry.id)) -}}
+{{- end -}}
+{{- end -}}
+{{- range $id, $_ := $overrides -}}
+{{- if not (has $id $ids) -}}
+{{- fail (printf "app.%s.%s: no such id in the %s profile (ids: %s)" $section $id $.Values.app.profile (join ", " $ids)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $args "gateway" (mergeOverwrite (default dict $args.gateway) (deepCopy .Values.app.gateway)) -}}
+{{- $_ := set $args "routing" (mergeOverwrite (default dict $args.routing) (deepCopy .Values.app.routing)) -}}
+{{- $auth := dict "enabled" .Values.auth.enabled "tenants_file" "/etc/raygate/tenants.yaml" -}}
+{{- if and (not .Values.auth.enabled) $args.auth.anonymous_tenant -}}
+{{- $_ := set $auth "anonymous_tenant" $args.auth.anonymous_tenant -}}
+{{- end -}}
+{{- $_ := set $args "auth" $auth -}}
+{{- $redis := include "raygate.redisUrl" . -}}
+{{- $_ := set $args.quota "redis_url" $redis -}}
+{{- $_ := set $args.quota "redis_password_env" "RAYGATE_REDIS_PASSWORD" -}}
+{{- if $args.cache -}}
+{{- $_ := set $args.cache "redis_url" $redis -}}
+{{- $_ := set $args.cache "redis_password_env" "RAYGATE_REDIS_PASSWORD" -}}
+{{- end -}}
+{{- $http := dict "host" "0.0.0.0" "port" 8000 "request_timeout_s" .Values.app.requestTimeoutS -}}
+{{- $config := dict "proxy_location" .Values.app.proxyLocation "http_options" $http "applications" (list $app) -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* What every Ray pod's container shares: image, env, the tenants file. */}}
+{{- define "raygate.rayContainer" -}}
+image: {{ include "raygate.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+workingDir: /app
+env:
+  - name: RAYGATE_REDIS_PASSWORD
+    valueFrom:
+      secretKeyRef: {name: {{ include "raygate.redisSecret" . }}, key: redis-password}
+  - name: HF_HUB_OFFLINE
+    value: {{ ternary "1" "0" (eq .Values.app.profile "local") | quote }}
+volumeMounts:
+  - {name: tenants, mountPath: /etc/raygate, readOnly: true}
+{{- end -}}
+
+{{- define "raygate.rayVolumes" -}}
+volumes:
+  - name: tenants
+    secret: {secretName: {{ include "raygate.tenantsSecret" . }}}
+{{- end -}}
