@@ -5,9 +5,10 @@ job (its own local Ray, `--actors` actors of 1 CPU and 1 torch thread each) for 
 embedding-head classifier and, with `--zero-shot-rows`, for the zero-shot LLM. Rows/s
 count the whole run, actor start included. The baseline is SentenceEmbedder.encode in
 this process at batch 128 with all threads.
-Writes loadtests/results/batch.{json,md}.
+Writes loadtests/results/<--out>.{json,md} (default batch).
 
     .venv/bin/python -m loadtests.bench_batch [--rows 10000 100000] [--zero-shot-rows 1000]
+    .venv/bin/python -m loadtests.bench_batch --rows --zero-shot-rows 10000 --out batch-zero-shot
 """
 
 from __future__ import annotations
@@ -95,9 +96,10 @@ def markdown(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--rows", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--zero-shot-rows", type=int, nargs="*", default=[1000])
     parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--out", default="batch", help="results file name")
     args = parser.parse_args(argv)
     record: dict[str, Any] = {
         "machine": machine(),
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             record["runs"].append(run("embedding", rows, args.actors, path, work))
         for rows in args.zero_shot_rows:
             record["runs"].append(run("zero-shot", rows, args.actors, path, work))
-    write_result("batch", record, markdown(record))
+    write_result(args.out, record, markdown(record))
     return 0
 
 
