@@ -74,7 +74,7 @@ def run_job(
             raise
     seconds = time.monotonic() - started
     if metrics is not None:
-        metrics.progress(classified, dead, 0, seconds, final=True)
+        metrics.progress(classified, dead, 0, seconds)
         metrics.ended(ok=True)
     summary = Summary(table.num_rows, chunks, chunks - len(pending), classified, dead, seconds)
     report(

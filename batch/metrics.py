@@ -32,6 +32,7 @@ class JobMetrics:
         self._interval_s = interval_s
         self._clock = clock
         self._last_push = float("-inf")
+        self._unpushed = False  # progress set since the last push
         self._registry = registry = CollectorRegistry()
         self._rows = Gauge(
             PREFIX + "rows",
@@ -47,9 +48,7 @@ class JobMetrics:
         )
         self._job_id = job_id
 
-    def progress(
-        self, classified: int, dead: int, pending: int, seconds: float, final: bool = False
-    ) -> None:
+    def progress(self, classified: int, dead: int, pending: int, seconds: float) -> None:
         for status, rows in (
             ("classified", classified),
             ("dead_letter", dead),
@@ -58,7 +57,8 @@ class JobMetrics:
             self._rows.labels(self._job_id, status).set(rows)
         self._rate.labels(self._job_id).set((classified + dead) / seconds if seconds > 0 else 0)
         self._duration.labels(self._job_id).set(seconds)
-        if final or self._clock() - self._last_push >= self._interval_s:
+        self._unpushed = True
+        if self._clock() - self._last_push >= self._interval_s:
             self._push()
 
     def ended(self, ok: bool) -> None:
@@ -70,11 +70,13 @@ class JobMetrics:
             f"Unix time the last run of this pipeline ended in {outcome}.",
             registry=registry,
         ).set_to_current_time()
-        self._push()
+        if self._unpushed:
+            self._push()
         self._push(registry)
 
     def _push(self, registry: CollectorRegistry | None = None) -> None:
-        self._last_push = self._clock()
+        if registry is None:
+            self._last_push, self._unpushed = self._clock(), False
         try:
             pushadd_to_gateway(
                 self._url, "raygate-batch", registry or self._registry, self._grouping, timeout=5

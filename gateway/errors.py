@@ -19,13 +19,18 @@ log = logging.getLogger("raygate.gateway")
 M = TypeVar("M", bound=BaseModel)
 
 
-def as_api_error(exc: BaseException) -> APIError:
-    """The typed error behind `exc` (Ray wraps errors raised in a replica)."""
+def typed_error(exc: BaseException) -> APIError | None:
+    """The typed error behind `exc` (Ray wraps errors raised in a replica), if any."""
     if isinstance(exc, APIError):
         return exc
     cause = exc.cause if isinstance(exc, RayTaskError) else None
-    if isinstance(cause, APIError):
-        return cause
+    return cause if isinstance(cause, APIError) else None
+
+
+def as_api_error(exc: BaseException) -> APIError:
+    """The typed error behind `exc`; anything else is logged and becomes a 500."""
+    if (typed := typed_error(exc)) is not None:
+        return typed
     log.exception("unexpected error", exc_info=exc)
     return InternalError("The server had an error while processing your request.")
 

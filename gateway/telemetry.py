@@ -20,9 +20,8 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import error_label
+from gateway.errors import error_label, typed_error
 from gateway.targets import GenerationBackend
-from schemas.errors import APIError
 from schemas.generation import GenerationChunk, GenerationRequest
 
 PREFIX = "raygate_gateway_"
@@ -42,11 +41,8 @@ class RequestLabels:
 
 
 def labels_of(request: Request) -> RequestLabels:
-    labels = getattr(request.state, "labels", None)
-    if labels is None:  # called outside the middleware (unit tests)
-        labels = RequestLabels()
-        request.state.labels = labels
-    return cast(RequestLabels, labels)
+    """The labels RequestMetricsMiddleware made for this request."""
+    return cast(RequestLabels, request.state.labels)
 
 
 class RequestMetrics:
@@ -207,9 +203,8 @@ class TimedBackend:
                 yield chunk
         except Exception as exc:
             if first_at is not None:  # before it, the HTTP status tells
-                cause = exc if isinstance(exc, APIError) else getattr(exc, "cause", None)
-                api_error = cause if isinstance(cause, APIError) else None  # Ray wraps
-                self._labels.error = error_label(api_error) if api_error else "internal_error"
+                typed = typed_error(exc)
+                self._labels.error = error_label(typed) if typed else "internal_error"
             raise
         if first_at is not None and last_tokens > first_tokens:
             per_token = (last_at - first_at) / (last_tokens - first_tokens)

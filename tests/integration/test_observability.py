@@ -95,7 +95,7 @@ def generate_load(cluster: Cluster, pushgateway: Daemon) -> None:
     )
     assert broken.status_code == 200 and '"error"' in broken.text
     job = JobMetrics(pushgateway.url, "observability-test", "job-1")
-    job.progress(classified=90, dead=10, pending=0, seconds=4.0, final=True)
+    job.progress(classified=90, dead=10, pending=0, seconds=4.0)
     job.ended(ok=True)
 
 

@@ -108,3 +108,47 @@ def test_a_chunk_is_done_only_once_its_part_is_complete(tmp_path: Path) -> None:
     folder.write_chunk(0, pa.table({"id": ["1"]}), pa.table({"id": ["2"]}))
     assert folder.done(0) and folder.dead_letter(0).exists()
     assert not list((tmp_path / "job").glob(".*.tmp"))  # no temporary left behind
+
+
+def test_job_metrics_push_at_most_every_interval_and_once_more_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from batch import metrics
+
+    pushed: list[set[str]] = []
+
+    def push(
+        url: str, job: str, registry: CollectorRegistry, grouping: object, timeout: float
+    ) -> None:
+        pushed.append({m.name for m in registry.collect()})
+
+    monkeypatch.setattr(metrics, "pushadd_to_gateway", push)
+    now = [0.0]
+    job = metrics.JobMetrics("http://pg", "tickets", "run-1", interval_s=10, clock=lambda: now[0])
+    job.progress(1, 0, 9, 1.0)  # the first progress is pushed at once
+    now[0] = 5.0
+    job.progress(2, 0, 8, 5.0)  # within the interval: kept
+    assert len(pushed) == 1
+    job.ended(ok=True)  # the kept progress, then the success time
+    assert pushed[1] >= {"raygate_batch_rows", "raygate_batch_rows_per_second"}
+    assert pushed[2] == {"raygate_batch_last_success_timestamp_seconds"}
+    now[0] = 20.0
+    job.progress(3, 0, 7, 20.0)  # pushed: the interval has passed
+    job.ended(ok=False)  # nothing new to push but the failure time
+    assert len(pushed) == 5 and pushed[4] == {"raygate_batch_last_failure_timestamp_seconds"}
+
+
+def test_a_job_metrics_push_that_fails_does_not_fail_the_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from batch import metrics
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ConnectionRefusedError("no pushgateway")
+
+    monkeypatch.setattr(metrics, "pushadd_to_gateway", refuse)
+    job = metrics.JobMetrics("http://pg", "tickets", "run-1")
+    job.progress(1, 0, 0, 1.0)
+    job.ended(ok=True)
