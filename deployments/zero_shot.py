@@ -5,7 +5,9 @@ those letters (vLLM's `allowed_token_ids`), so the model cannot answer outside t
 and nothing is parsed from free text. The label's probability is read from the engine's
 log-probabilities after the constraint (`logprobs_mode: processed_logprobs`), i.e. over
 the letters only. Offline engine (vLLM's `LLM`): the batch jobs' wrapper; it batches a
-whole list of prompts in one `generate`.
+whole list of prompts in one `generate`. Every prompt starts with the same instructions,
+so vLLM's prefix cache computes them once, given KV blocks small enough to fill (the job
+configs set `block_size: 32`; the CPU build's default of 128 never fills).
 """
 
 from __future__ import annotations
