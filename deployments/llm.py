@@ -21,7 +21,14 @@ from deployments.config import LLMModelConfig
 from deployments.metrics import engine_stat_loggers
 from deployments.prompt import PromptEncoder, check_fits
 from schemas.errors import InvalidRequest, ServiceUnavailable
-from schemas.generation import FinishReason, GenerationChunk, GenerationRequest, SamplingOptions
+from schemas.generation import (
+    INT64_MAX,
+    INT64_MIN,
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    SamplingOptions,
+)
 
 log = logging.getLogger("raygate.llm")
 
@@ -41,25 +48,38 @@ class RequestCounters:
 
 
 def sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
-    """vLLM SamplingParams for one request, streaming deltas; OpenAI's defaults."""
+    """vLLM SamplingParams for one request, streaming deltas; OpenAI's defaults.
+
+    Raises InvalidRequest (naming `param` where vLLM does) for options the engine would
+    refuse: vLLM's own checks run here, in the constructor, and the seed is bounded to
+    what the engine's transport can carry (past it vLLM fails inside the engine, where
+    the failure looks like the model's)."""
+    from vllm.exceptions import VLLMValidationError
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 
-    return SamplingParams(
-        n=1,
-        max_tokens=max_tokens,
-        temperature=1.0 if options.temperature is None else options.temperature,
-        top_p=1.0 if options.top_p is None else options.top_p,
-        top_k=0 if options.top_k is None else options.top_k,
-        min_p=0.0 if options.min_p is None else options.min_p,
-        seed=options.seed,
-        stop=list(options.stop) or None,
-        presence_penalty=options.presence_penalty or 0.0,
-        frequency_penalty=options.frequency_penalty or 0.0,
-        repetition_penalty=options.repetition_penalty or 1.0,
-        ignore_eos=options.ignore_eos,
-        min_tokens=options.min_tokens,
-        output_kind=RequestOutputKind.DELTA,
-    )
+    if options.seed is not None and not INT64_MIN <= options.seed <= INT64_MAX:
+        raise InvalidRequest("seed must be a 64-bit signed integer", param="seed")
+    try:
+        return SamplingParams(
+            n=1,
+            max_tokens=max_tokens,
+            temperature=1.0 if options.temperature is None else options.temperature,
+            top_p=1.0 if options.top_p is None else options.top_p,
+            top_k=0 if options.top_k is None else options.top_k,
+            min_p=0.0 if options.min_p is None else options.min_p,
+            seed=options.seed,
+            stop=list(options.stop) or None,
+            presence_penalty=options.presence_penalty or 0.0,
+            frequency_penalty=options.frequency_penalty or 0.0,
+            repetition_penalty=options.repetition_penalty or 1.0,
+            ignore_eos=options.ignore_eos,
+            min_tokens=options.min_tokens,
+            output_kind=RequestOutputKind.DELTA,
+        )
+    except VLLMValidationError as exc:
+        raise InvalidRequest(str(exc), param=exc.parameter) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidRequest(f"Invalid sampling parameters: {exc}") from None
 
 
 IDLE_REPORT_S = 2.0  # Ray keeps a gauge for two export intervals (>= 1 s each)
@@ -98,14 +118,22 @@ class LLMDeployment:
                 stat_loggers.record(SchedulerStats(), None)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """The streaming contract of `schemas.generation`.
+
+        Before the first chunk, raises InvalidRequest / ContextLengthExceeded (4xx: the
+        request's fault, never counted against the model) for a prompt or options the
+        engine would refuse, and ServiceUnavailable while the engine is down."""
         if self._engine.errored:
             raise ServiceUnavailable(f"model '{self._model_id}' is restarting; try again")
         if request.prompt_token_ids is not None:  # the gateway's case: only a range check
             prompt_ids = self._encoder.encode(request)
         else:  # tokenizing text can take milliseconds: off the event loop
             prompt_ids = await asyncio.to_thread(self._encoder.encode, request)
-        max_tokens = check_fits(len(prompt_ids), request.sampling.max_tokens, self._max_model_len)
-        params = sampling_params(request.sampling, max_tokens)
+        sampling = request.sampling
+        max_tokens = check_fits(
+            len(prompt_ids), sampling.max_tokens, self._max_model_len, sampling.min_tokens
+        )
+        params = sampling_params(sampling, max_tokens)
         async for chunk in self._run(prompt_ids, params, request.request_id):
             yield chunk
 
@@ -137,8 +165,8 @@ class LLMDeployment:
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "aborted"
             raise
-        except VLLMClientError as exc:
-            raise InvalidRequest(str(exc)) from None
+        except VLLMClientError as exc:  # refused by the engine: the request's fault
+            raise InvalidRequest(str(exc), param=getattr(exc, "parameter", None)) from None
         except VLLMServerError:
             log.exception("engine failed on request %s", request_id)
             raise ServiceUnavailable(f"model '{self._model_id}' failed; try again") from None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jinja2 import TemplateError
+
 from schemas.errors import ContextLengthExceeded, InvalidRequest
 from schemas.generation import GenerationRequest
 
@@ -20,6 +22,20 @@ class PromptEncoder:
         self._tokenizer = tokenizer
 
     def encode(self, request: GenerationRequest) -> list[int]:
+        """The prompt's token ids under this model's chat template and tokenizer.
+
+        Raises InvalidRequest for token ids outside the vocabulary and for text that the
+        tokenizer or the chat template refuses (the client's input, never the model's
+        failure)."""
+        try:
+            return self._encode(request)
+        except (TemplateError, UnicodeError, TypeError, ValueError) as exc:
+            param = "messages" if request.messages is not None else "prompt"
+            raise InvalidRequest(
+                f"The {param} could not be tokenized: {str(exc)[:200]}", param=param
+            ) from None
+
+    def _encode(self, request: GenerationRequest) -> list[int]:
         if request.prompt_token_ids is not None:
             vocab = len(self._tokenizer)
             if any(not 0 <= t < vocab for t in request.prompt_token_ids):
@@ -36,14 +52,23 @@ class PromptEncoder:
         return list(self._tokenizer.encode(request.prompt))
 
 
-def check_fits(prompt_tokens: int, max_tokens: int | None, max_model_len: int) -> int:
-    """The max_tokens to generate with; raises if the prompt and answer cannot fit."""
+def check_fits(
+    prompt_tokens: int, max_tokens: int | None, max_model_len: int, min_tokens: int = 0
+) -> int:
+    """The max_tokens to generate with; raises ContextLengthExceeded if the prompt and
+    the answer (at least `min_tokens` of it) cannot fit."""
     room = max_model_len - prompt_tokens
     if room < 1:
         raise ContextLengthExceeded(
             f"This model's maximum context length is {max_model_len} tokens, but the "
             f"prompt has {prompt_tokens} tokens. Please shorten the prompt.",
             param="messages",
+        )
+    if min_tokens > (room if max_tokens is None else max_tokens):
+        raise ContextLengthExceeded(
+            f"min_tokens ({min_tokens}) exceeds the tokens the answer may have "
+            f"({room if max_tokens is None else max_tokens}).",
+            param="min_tokens",
         )
     if max_tokens is None:
         return room

@@ -33,13 +33,14 @@ from deployments.router import ModelRouter
 from gateway import sse
 from gateway.auth import KeyRing, Principal, TenantsFile, load_tenants
 from gateway.backends import ServeEmbeddingBackend, ServeLLMBackend, ServeRerankBackend
+from gateway.body import parse_body
 from gateway.cache.config import CacheConfig
 from gateway.cache.redis_store import CachedAnswer, RedisCacheStore
 from gateway.cache.replay import RecordingBackend, ReplayBackend
 from gateway.cache.service import CacheMetrics, Embed, Lookup, ResponseCache
 from gateway.config import AppConfig
 from gateway.embeddings import EmbedderTarget, EmbeddingService, PreparedEmbedding
-from gateway.errors import install_error_handlers, parse_body
+from gateway.errors import install_error_handlers
 from gateway.generation import GenerationService, Prepared
 from gateway.metrics import GatewayMetrics
 from gateway.quota.policy import Lease, QuotaPolicy, RouteClass

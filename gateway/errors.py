@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
 from ray.exceptions import RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.errors import APIError, InternalError, InvalidRequest, NotFound
 
 log = logging.getLogger("raygate.gateway")
-
-M = TypeVar("M", bound=BaseModel)
 
 
 def typed_error(exc: BaseException) -> APIError | None:
@@ -43,40 +38,6 @@ def error_label(err: APIError) -> str:
 
 def error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
-
-
-def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
-    param = ""
-    for part in loc:
-        if isinstance(part, int):
-            param += f"[{part}]"
-        elif not str(part).startswith(("function-", "list[", "str", "int")):
-            param += f".{part}" if param else str(part)
-    return param or None
-
-
-def parse_body(raw: bytes, model: type[M]) -> M:
-    """Parse and validate a JSON request body, or raise InvalidRequest saying why."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(
-            f"We could not parse the JSON body of your request ({exc}). "
-            "The body must be a JSON object."
-        ) from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        param = _loc_to_param(first["loc"])
-        where = f" at '{param}'" if param else ""
-        if first["type"] == "extra_forbidden":
-            message = f"Unrecognized request argument supplied: {param}"
-        else:
-            message = f"Invalid request{where}: {first['msg']}"
-        raise InvalidRequest(message, param=param) from None
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -62,7 +62,7 @@ class Prepared:
 
 
 def sampling_options(req: ChatCompletionRequest | CompletionRequest) -> SamplingOptions:
-    max_tokens = req.token_limit() if isinstance(req, ChatCompletionRequest) else req.max_tokens
+    max_tokens = req.token_limit()
     return SamplingOptions(
         max_tokens=max_tokens,
         temperature=req.temperature,

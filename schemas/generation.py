@@ -19,6 +19,11 @@ from typing import Literal
 
 FinishReason = Literal["stop", "length"]
 
+# Bounds of the sampling options that the engine accepts, checked by the wire schemas
+# before a request is built and again by the LLM deployment before the engine sees it.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # seeds: the engine's transport is 64-bit
+MAX_STOP_CHARS = 1024  # per stop string
+
 
 @dataclass(frozen=True, slots=True)
 class SamplingOptions:

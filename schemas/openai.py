@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from schemas.errors import InvalidRequest
-from schemas.generation import FinishReason
+from schemas.generation import INT64_MAX, INT64_MIN, MAX_STOP_CHARS, FinishReason
 
 
 class _Request(BaseModel):
@@ -69,7 +69,9 @@ class ResponseFormat(_Request):
     json_schema: dict[str, Any] | None = None
 
 
-Stop = str | Annotated[list[str], Field(max_length=4)] | None
+# vLLM refuses an empty stop string; a long one only holds back streamed text.
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+Stop = StopString | Annotated[list[StopString], Field(max_length=4)] | None
 
 
 class _SamplingFields(_Request):
@@ -82,7 +84,8 @@ class _SamplingFields(_Request):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
     stop: Stop = None
-    seed: int | None = None
+    # The engine's transport carries 64-bit integers only (vLLM's server bounds it too).
+    seed: int | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     n: int = Field(default=1, ge=1, le=128)
@@ -108,7 +111,17 @@ class _SamplingFields(_Request):
             raise InvalidRequest(
                 "stream_options is only allowed when stream is true", param="stream_options"
             )
+        limit = self.token_limit()
+        if limit is not None and self.min_tokens > limit:
+            raise InvalidRequest(
+                f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({limit})",
+                param="min_tokens",
+            )
         return self
+
+    def token_limit(self) -> int | None:
+        """The most tokens the answer may have, if the client said."""
+        return self.max_tokens
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

@@ -78,9 +78,43 @@ class CircuitBreaker:
         """A call that ended neither way (cancelled, client error): free the probe slot."""
         self._probing = False
 
+    def attempt(self) -> Attempt | None:
+        """A hold on the breaker for one call, or None when the circuit refuses it."""
+        return Attempt(self) if self.allow() else None
+
     def _set(self, state: State) -> None:
         self._state = state
         self._on_change(state)
+
+
+class Attempt:
+    """One call's hold on a breaker; settles it exactly once.
+
+    `success()` or `failure()` records the call's outcome; `release()`, meant for a
+    `finally:`, frees the probe slot of a call that ended neither way (cancelled, a
+    client error, passed over) and does nothing once the outcome is recorded. So every
+    path out of a half-open call frees the slot, and a late release can never free a
+    slot that a later probe holds.
+    """
+
+    def __init__(self, breaker: CircuitBreaker):
+        self._breaker: CircuitBreaker | None = breaker
+
+    def success(self) -> None:
+        if (breaker := self._settle()) is not None:
+            breaker.success()
+
+    def failure(self) -> None:
+        if (breaker := self._settle()) is not None:
+            breaker.failure()
+
+    def release(self) -> None:
+        if (breaker := self._settle()) is not None:
+            breaker.release()
+
+    def _settle(self) -> CircuitBreaker | None:
+        breaker, self._breaker = self._breaker, None
+        return breaker
 
 
 class Breakers:

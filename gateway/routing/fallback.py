@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from ray.serve.exceptions import BackPressureError
 
-from gateway.routing.breaker import Breakers
+from gateway.errors import typed_error
+from gateway.routing.breaker import Attempt, Breakers
 from gateway.routing.config import RoutingConfig
 from gateway.targets import GenerationBackend
 from schemas.errors import APIError, GatewayTimeout, Overloaded, ServiceUnavailable
@@ -56,6 +57,34 @@ class RouterEvents:
     fallback: Callable[[str, str], None] = lambda _from, _to: None
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What a failed call before the first token means for the chain."""
+
+    reason: str  # the metrics label of the model passed over
+    model_failed: bool  # counts against the model's circuit breaker
+    try_next: bool  # the next model of the chain may answer (False: raise to the client)
+
+
+CLIENT_ERROR = Verdict("client_error", model_failed=False, try_next=False)
+MODEL_ERROR = Verdict("error", model_failed=True, try_next=True)
+# Foreign exceptions by kind, in the spirit of httpx's map_exceptions; typed errors go by
+# status (a 4xx is the client's, anything else the model's); unknown kinds (a dead replica,
+# an engine crash) are the model's.
+VERDICTS: tuple[tuple[type[BaseException], Verdict], ...] = (
+    (TimeoutError, Verdict("first_token_timeout", model_failed=True, try_next=True)),
+    (BackPressureError, Verdict("overloaded", model_failed=False, try_next=True)),
+    (StopAsyncIteration, Verdict("empty", model_failed=True, try_next=True)),
+)
+
+
+def verdict(exc: BaseException) -> Verdict:
+    typed = typed_error(exc)
+    if typed is not None:
+        return CLIENT_ERROR if typed.status < 500 else MODEL_ERROR
+    return next((v for kind, v in VERDICTS if isinstance(exc, kind)), MODEL_ERROR)
+
+
 class ChainBackend:
     def __init__(
         self,
@@ -82,9 +111,12 @@ class ChainBackend:
         return await self._links[0].backend.max_model_len()
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        """The chunks of the first model that starts; raises the last error if none does.
+
+        After the first chunk a failure is raised as it is (no retry); it counts against
+        the model's breaker only if it is the model's own (see `verdict`)."""
         deadline = self._clock() + self._config.timeout_s
-        started = await self._start(request, deadline)
-        link, first, chunks = started
+        link, first, chunks = await self._start(request, deadline)
         try:
             yield first
             while True:
@@ -95,17 +127,10 @@ class ChainBackend:
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    raise GatewayTimeout(
-                        f"The request exceeded its time limit ({self._config.timeout_s:g} s)."
-                    ) from None
-                except (asyncio.CancelledError, GeneratorExit):
-                    raise
-                except APIError as exc:
-                    if exc.status >= 500:
+                    raise self._timed_out() from None
+                except Exception as exc:
+                    if verdict(exc).model_failed:
                         self._breakers[link.model_id].failure()
-                    raise
-                except Exception:
-                    self._breakers[link.model_id].failure()
                     raise
                 yield chunk
         finally:
@@ -124,81 +149,89 @@ class ChainBackend:
                 self._events.fallback(previous, link.model_id)
             previous = link.model_id
             breaker = self._breakers[link.model_id]
-            if not breaker.allow():
+            attempt = breaker.attempt()
+            if attempt is None:
                 self._passed_over(link, "circuit_open")
                 error = Overloaded(
                     f"Model '{link.model_id}' is failing; its circuit is open.",
                     retry_after_s=max(breaker.retry_in_s(), self._config.retry_after_s),
                 )
                 continue
-            try:
-                tailored = request if index == 0 else await link.adapt(request)
-            except APIError as exc:  # e.g. the prompt does not fit this model's context
-                breaker.release()
-                self._passed_over(link, "does_not_fit")
-                error = exc
-                continue
-            if self.served.calls > 0:
-                await self._backoff(deadline)
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                breaker.release()
-                error = GatewayTimeout(
-                    f"The request exceeded its time limit ({self._config.timeout_s:g} s)."
-                )
+            try:  # every way out of here, cancellation included, settles the attempt
+                outcome = await self._call(link, attempt, request, index > 0, deadline)
+            finally:
+                attempt.release()
+            if isinstance(outcome, tuple):
+                return outcome
+            error = outcome
+            if isinstance(error, GatewayTimeout) and deadline <= self._clock():
                 break
-            self.served.calls += 1
-            chunks = link.backend.stream(tailored)
-            timeout = min(self._config.first_token_timeout(link.model_id), remaining)
-            try:
-                async with asyncio.timeout(timeout):
-                    first = await anext(chunks)
-            except (asyncio.CancelledError, GeneratorExit):
-                breaker.release()
-                await _close(chunks)
-                raise
-            except StopAsyncIteration:
-                breaker.failure()
-                self._passed_over(link, "empty")
-                error = ServiceUnavailable(f"Model '{link.model_id}' returned nothing.")
-                continue
-            except TimeoutError:
-                await _close(chunks)
-                breaker.failure()
-                self._passed_over(link, "first_token_timeout")
-                error = GatewayTimeout(
-                    f"Model '{link.model_id}' sent no first token within {timeout:g} s."
-                )
-                continue
-            except BackPressureError:
-                await _close(chunks)
-                breaker.release()
-                self._passed_over(link, "overloaded")
-                error = Overloaded(
-                    f"Model '{link.model_id}' is at capacity; try again shortly.",
-                    retry_after_s=self._config.retry_after_s,
-                )
-                continue
-            except APIError as exc:
-                await _close(chunks)
-                if exc.status < 500:
-                    breaker.release()
-                    raise
-                breaker.failure()
-                self._passed_over(link, "error")
-                error = exc
-                continue
-            except Exception as exc:  # a dead replica, an engine crash: try the next model
-                await _close(chunks)
-                breaker.failure()
-                self._passed_over(link, "error")
-                error = exc
-                continue
-            breaker.success()
-            self.served.model_id = link.model_id
-            self.served.replica = first.replica
-            return link, first, chunks
         raise self._exhausted(error)
+
+    async def _call(
+        self,
+        link: Link,
+        attempt: Attempt,
+        request: GenerationRequest,
+        fallback: bool,
+        deadline: float,
+    ) -> tuple[Link, GenerationChunk, AsyncIterator[GenerationChunk]] | BaseException:
+        """One model's try: its first chunk, or the error to move on with.
+
+        Raises a client error (4xx) from the model, which no other model would accept
+        either, and cancellation."""
+        try:
+            tailored = await link.adapt(request) if fallback else request
+        except APIError as exc:  # e.g. the prompt does not fit this model's context
+            self._passed_over(link, "does_not_fit")
+            return exc
+        if self.served.calls > 0:
+            await self._backoff(deadline)
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            return self._timed_out()
+        self.served.calls += 1
+        chunks = link.backend.stream(tailored)
+        timeout = min(self._config.first_token_timeout(link.model_id), remaining)
+        try:
+            async with asyncio.timeout(timeout):
+                first = await anext(chunks)
+        except Exception as exc:
+            await _close(chunks)
+            judged = verdict(exc)
+            if judged.model_failed:
+                attempt.failure()
+            if not judged.try_next:
+                raise
+            self._passed_over(link, judged.reason)
+            return self._reported(link, exc, timeout)
+        except BaseException:  # cancelled: the client left or the request timed out
+            await _close(chunks)
+            raise
+        attempt.success()
+        self.served.model_id = link.model_id
+        self.served.replica = first.replica
+        return link, first, chunks
+
+    def _reported(self, link: Link, exc: Exception, timeout: float) -> BaseException:
+        """The error a client sees if no later model answers."""
+        if isinstance(exc, TimeoutError):
+            return GatewayTimeout(
+                f"Model '{link.model_id}' sent no first token within {timeout:g} s."
+            )
+        if isinstance(exc, BackPressureError):
+            return Overloaded(
+                f"Model '{link.model_id}' is at capacity; try again shortly.",
+                retry_after_s=self._config.retry_after_s,
+            )
+        if isinstance(exc, StopAsyncIteration):
+            return ServiceUnavailable(f"Model '{link.model_id}' returned nothing.")
+        return exc
+
+    def _timed_out(self) -> GatewayTimeout:
+        return GatewayTimeout(
+            f"The request exceeded its time limit ({self._config.timeout_s:g} s)."
+        )
 
     def _passed_over(self, link: Link, reason: str) -> None:
         self.served.passed_over.append(link.model_id)

@@ -77,9 +77,7 @@ class LLMRouter:
             route = self._allowed(name, may_use, name)
             ids = await _encode(route.target, request)
             decision = "explicit" if name == route.model_id else "alias"
-        max_tokens = check_fits(
-            len(ids), request.sampling.max_tokens, await route.target.backend.max_model_len()
-        )
+        max_tokens = await _fit(route.target, len(ids), request)
         tokenized = replace(request, messages=None, prompt=None, prompt_token_ids=ids)
         chain = ChainBackend(
             self._links(route, request, may_use),
@@ -122,6 +120,13 @@ async def _encode(target: LLMTarget, request: GenerationRequest) -> list[int]:
     return await asyncio.to_thread(target.prompts.encode, request)
 
 
+async def _fit(target: LLMTarget, prompt_tokens: int, request: GenerationRequest) -> int:
+    """check_fits against the target's context: the max_tokens to generate with."""
+    sampling = request.sampling
+    context = await target.backend.max_model_len()
+    return check_fits(prompt_tokens, sampling.max_tokens, context, sampling.min_tokens)
+
+
 def _refit(target: LLMTarget, original: GenerationRequest | None) -> Adapt:
     """For a fallback: the request as token ids of its tokenizer (`original` None: the
     ids already given are its own), refused with a 400 if it does not fit its context."""
@@ -130,7 +135,7 @@ def _refit(target: LLMTarget, original: GenerationRequest | None) -> Adapt:
         ids = tokenized.prompt_token_ids or []
         if original is not None:
             ids = await _encode(target, original)
-        check_fits(len(ids), tokenized.sampling.max_tokens, await target.backend.max_model_len())
+        await _fit(target, len(ids), tokenized)
         return replace(tokenized, prompt_token_ids=ids)
 
     return adapt

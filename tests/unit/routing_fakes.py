@@ -31,6 +31,7 @@ class ScriptedModel:
         self.replica = replica
         self.delay_s = delay_s
         self.calls: list[GenerationRequest] = []
+        self.called = asyncio.Event()  # set by the first call
         self.closed = 0
 
     async def max_model_len(self) -> int:
@@ -38,6 +39,7 @@ class ScriptedModel:
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         self.calls.append(request)
+        self.called.set()
         try:
             if self.stall:
                 await asyncio.Event().wait()  # never set: only a timeout ends it

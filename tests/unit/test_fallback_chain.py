@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from ray.serve.exceptions import BackPressureError
 
 from gateway.routing.breaker import Breakers, State
 from gateway.routing.config import BreakerConfig, RoutingConfig
-from gateway.routing.fallback import ChainBackend, Link, RouterEvents
+from gateway.routing.fallback import ChainBackend, Link, RouterEvents, verdict
 from schemas.errors import (
     APIError,
     ContextLengthExceeded,
@@ -236,3 +237,192 @@ async def test_the_overall_deadline_ends_a_slow_stream_with_a_timeout() -> None:
         async for chunk in backend.stream(REQUEST):
             got.append(chunk.text)
     assert got == ["first"]
+
+
+# ------------------------------------------------- client errors are never the model's
+
+
+def from_replica(err: Exception) -> Exception:
+    """`err` as Ray raises it in the gateway when a replica raised it."""
+    from ray.exceptions import RayTaskError
+
+    wrapped: Exception = RayTaskError("generate", "traceback", err).as_instanceof_cause()
+    return wrapped
+
+
+@pytest.mark.parametrize(
+    ("exc", "model_failed", "try_next"),
+    [
+        (InvalidRequest("stop cannot contain an empty string"), False, False),
+        (from_replica(InvalidRequest("bad seed", param="seed")), False, False),
+        (from_replica(ContextLengthExceeded("too long")), False, False),
+        (ServiceUnavailable("restarting"), True, True),
+        (from_replica(ServiceUnavailable("engine failed")), True, True),
+        (from_replica(ValueError("engine bug")), True, True),
+        (RuntimeError("actor died"), True, True),
+        (TimeoutError(), True, True),
+        (StopAsyncIteration(), True, True),
+        (BackPressureError(num_queued_requests=1, max_queued_requests=1), False, True),
+    ],
+)
+def test_the_verdict_table(exc: Exception, model_failed: bool, try_next: bool) -> None:
+    judged = verdict(exc)
+    assert (judged.model_failed, judged.try_next) == (model_failed, try_next)
+
+
+async def test_fifty_client_errors_leave_the_circuit_closed() -> None:
+    rec, clock = Recorder(), Clock()
+    breakers = Breakers(BreakerConfig(failure_threshold=2, open_s=10), clock)
+    refusing = ScriptedModel(fail_before=from_replica(InvalidRequest("bad", param="stop")))
+    for _ in range(50):
+        with pytest.raises(InvalidRequest):
+            await drain(chain({"main": refusing, "spare": ScriptedModel()}, rec, breakers))
+    assert breakers["main"].state is State.CLOSED
+    backend = chain({"main": ScriptedModel(("ok",)), "spare": ScriptedModel()}, rec, breakers)
+    assert [c.text for c in await drain(backend)] == ["ok"]
+    assert backend.served.model_id == "main" and backend.served.passed_over == []
+
+
+async def test_a_client_error_mid_stream_is_not_a_failure_but_a_model_error_is() -> None:
+    class FailsAfterFirst(ScriptedModel):
+        async def stream(self, request: GenerationRequest):  # type: ignore[no-untyped-def]
+            yield GenerationChunk("a", 5, 1, None)
+            assert self.fail_before is not None
+            raise self.fail_before
+
+    rec = Recorder()
+    breakers = Breakers(BreakerConfig(failure_threshold=1, open_s=10), Clock())
+    client_side = FailsAfterFirst(fail_before=from_replica(InvalidRequest("refused")))
+    with pytest.raises(InvalidRequest):
+        await drain(chain({"main": client_side}, rec, breakers))
+    assert breakers["main"].state is State.CLOSED
+    model_side = FailsAfterFirst(fail_before=from_replica(ServiceUnavailable("died")))
+    with pytest.raises(ServiceUnavailable):
+        await drain(chain({"main": model_side}, rec, breakers))
+    assert breakers["main"].state is State.OPEN
+
+
+# ---------------------------------- the half-open probe slot is freed on every way out
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def half_open_spare(clock: Clock) -> Breakers:
+    """Breakers where `spare` has been open for its whole period: its next call probes."""
+    breakers = Breakers(BreakerConfig(failure_threshold=1, open_s=10), clock)
+    breakers["spare"].failure()
+    clock.now += 10
+    return breakers
+
+
+def probe_chain(
+    clock: Clock,
+    breakers: Breakers,
+    spare: ScriptedModel,
+    adapt: Any = same,
+    sleep: Any = None,
+    **config: float,
+) -> ChainBackend:
+    settings = RoutingConfig.model_validate({"backoff_s": 0.1, **config})
+    return ChainBackend(
+        [
+            Link("main", ScriptedModel(fail_before=ServiceUnavailable("down")), same),
+            Link("spare", spare, adapt),
+        ],
+        settings,
+        breakers,
+        clock=clock,
+        sleep=sleep or Recorder().sleep,
+        jitter=lambda: 1.0,
+    )
+
+
+def assert_probe_free(breakers: Breakers) -> None:
+    spare = breakers["spare"]
+    assert spare.state is State.HALF_OPEN
+    assert spare.allow()  # the slot is free: a later request may probe
+
+
+@pytest.mark.parametrize("stuck_in", ["backoff", "adapt", "first_token"])
+async def test_probe_freed_when_the_client_leaves(stuck_in: str) -> None:
+    """The client leaves during the fallback's backoff, while the request is being
+    re-tokenized for it, or while its first token is awaited: the probe slot was taken,
+    the call never settled."""
+    clock = Clock()
+    breakers, entered = half_open_spare(clock), asyncio.Event()
+
+    async def stuck(arg: Any) -> Any:
+        entered.set()
+        await asyncio.Event().wait()  # never set: only cancellation ends it
+        return arg
+
+    spare = ScriptedModel(stall=stuck_in == "first_token")
+    if stuck_in == "backoff":
+        backend = probe_chain(clock, breakers, spare, sleep=stuck)
+    elif stuck_in == "adapt":
+        backend = probe_chain(clock, breakers, spare, adapt=stuck)
+    else:
+        backend, entered = probe_chain(clock, breakers, spare), spare.called
+    task = asyncio.create_task(drain(backend))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_probe_free(breakers)
+
+
+async def test_probe_freed_when_the_probe_meets_a_client_error() -> None:
+    clock = Clock()
+    breakers = half_open_spare(clock)
+    refusing = ScriptedModel(fail_before=from_replica(InvalidRequest("bad")))
+    with pytest.raises(InvalidRequest):
+        await drain(probe_chain(clock, breakers, refusing))
+    assert_probe_free(breakers)
+
+
+@pytest.mark.parametrize(
+    "refusal", [ContextLengthExceeded("does not fit"), RuntimeError("tokenizer crashed")]
+)
+async def test_probe_freed_when_adapting_for_the_fallback_fails(refusal: Exception) -> None:
+    clock = Clock()
+    breakers = half_open_spare(clock)
+
+    async def refuse(request: GenerationRequest) -> GenerationRequest:
+        raise refusal
+
+    with pytest.raises(type(refusal)):
+        await drain(probe_chain(clock, breakers, ScriptedModel(), refuse))
+    assert_probe_free(breakers)
+
+
+async def test_probe_freed_when_the_deadline_passes_during_the_backoff() -> None:
+    clock = Clock()
+    breakers = half_open_spare(clock)
+
+    async def slow_sleep(seconds: float) -> None:
+        clock.now += 60  # past the request's deadline
+
+    backend = probe_chain(
+        clock, breakers, ScriptedModel(), sleep=slow_sleep, timeout_s=5, first_token_timeout_s=5
+    )
+    with pytest.raises(GatewayTimeout):
+        await drain(backend)
+    assert_probe_free(breakers)
+
+
+async def test_probe_outcomes_close_or_reopen_the_circuit() -> None:
+    clock = Clock()
+    breakers = half_open_spare(clock)
+    await drain(probe_chain(clock, breakers, ScriptedModel(("ok",))))
+    assert breakers["spare"].state is State.CLOSED
+    breakers = half_open_spare(clock)
+    failing = ScriptedModel(fail_before=ServiceUnavailable("still down"))
+    with pytest.raises(ServiceUnavailable):
+        await drain(probe_chain(clock, breakers, failing))
+    assert breakers["spare"].state is State.OPEN and not breakers["spare"].allow()

@@ -70,3 +70,18 @@ def test_sampling_params_default_to_openai_and_stream_deltas() -> None:
 def test_request_counters_running() -> None:
     c = RequestCounters(started=5, finished=2, aborted=1, failed=1)
     assert c.running == 1
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        GenerationRequest("r", SamplingOptions(), messages=[("user", "bad \ud800 text")]),
+        GenerationRequest("r", SamplingOptions(), prompt="bad \udfff text"),
+    ],
+)
+def test_text_the_tokenizer_cannot_encode_is_a_400(
+    encoder: PromptEncoder, request_: GenerationRequest
+) -> None:
+    with pytest.raises(InvalidRequest, match="could not be tokenized") as err:
+        encoder.encode(request_)
+    assert err.value.param in ("messages", "prompt")

@@ -3,7 +3,7 @@ import pickle
 import pytest
 from pydantic import ValidationError
 
-from gateway.errors import parse_body
+from gateway.body import parse_body
 from schemas.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
@@ -36,6 +36,17 @@ def chat(**fields: object) -> bytes:
         ({"messages": [{"role": "user"}]}, "messages[0]"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
         ({"logit_bias": {"1": 5}}, "logit_bias"),
+        # what the engine would refuse is refused here, before any engine is called
+        ({"stop": [""]}, "stop"),
+        ({"stop": ""}, "stop"),
+        ({"stop": ["x" * 1025]}, "stop"),
+        ({"min_tokens": 50, "max_tokens": 5}, "min_tokens"),
+        ({"min_tokens": 50, "max_completion_tokens": 5}, "min_tokens"),
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+        ({"top_k": -2}, "top_k"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"min_p": 1.5}, "min_p"),
     ],
 )
 def test_bad_chat_requests_name_the_offending_param(fields: dict, param: str) -> None:
