@@ -4,7 +4,7 @@ Requests forbid unknown fields, as OpenAI does ("Unrecognized request argument")
 accept a few vLLM sampling extensions (top_k, min_p, repetition_penalty, ignore_eos,
 min_tokens). Options that raygate does not implement are accepted at their neutral value
 and rejected otherwise, so a client never silently gets something it did not ask for.
-Response models follow ../shared/specs/openai-openapi.json.
+Response models follow OpenAI's schemas (schemas/spec/openai-schemas.json).
 """
 
 from __future__ import annotations

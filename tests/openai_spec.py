@@ -1,4 +1,5 @@
-"""Validate bodies against OpenAI's own OpenAPI document (../shared/specs)."""
+"""Validate bodies against OpenAI's own schemas (schemas/spec/openai-schemas.json, taken
+from OpenAI's OpenAPI document by scripts/extract_openai_schemas.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import jsonschema
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "specs" / "openai-openapi.json"
+SPEC_PATH = Path(__file__).resolve().parents[1] / "schemas" / "spec" / "openai-schemas.json"
 
 
 def _nullable_to_type(node: Any) -> Any:
