@@ -18,13 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from deployments.config import Strict
 from gateway.cache.config import TenantCache
-from schemas.errors import APIError
-
-
-class AuthenticationFailed(APIError):
-    status = 401
-    type = "invalid_request_error"
-    code = "invalid_api_key"
+from schemas.errors import AuthenticationFailed
 
 
 class BucketLimit(Strict):

@@ -1,13 +1,20 @@
-"""Typed API errors: each carries its HTTP status and OpenAI error type.
+"""The error catalogue: every typed API error, each with its HTTP status and OpenAI type.
 
-Deployments raise them and Ray re-raises them in the gateway (they pickle by their
-constructor arguments); `gateway.errors` is the one place that turns them into an
-OpenAI error body.
+Deployments and the gateway raise them; Ray re-raises them in the gateway (they pickle
+by their constructor arguments); `gateway.errors` is the one place that turns them into
+an OpenAI error body. `retry_after` is the one way a Retry-After header is written.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    """The Retry-After header for a wait of `seconds`: whole seconds, rounded up (a client
+    told to come back sooner than it may is only refused again), at least 1."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 class APIError(Exception):
@@ -92,7 +99,7 @@ class Overloaded(ServiceUnavailable):
 
     def __init__(self, message: str, *, retry_after_s: float = 1.0, **kwargs: str | None):
         super().__init__(message, **kwargs)
-        self.headers = {"Retry-After": str(max(1, round(retry_after_s)))}
+        self.headers = retry_after(retry_after_s)
 
 
 class GatewayTimeout(APIError):
@@ -101,3 +108,45 @@ class GatewayTimeout(APIError):
     status = 504
     type = "timeout"
     code = "timeout"
+
+
+class AuthenticationFailed(APIError):
+    """A missing, malformed or unknown API key."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class RateLimited(APIError):
+    """A request, token or concurrency limit is reached; `kind` is OpenAI's error type
+    (`requests` or `tokens`) and `headers` carry the rate-limit state and Retry-After."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self, message: str, *, kind: str = "requests", headers: dict[str, str] | None = None
+    ):
+        super().__init__(message)
+        self.type = kind
+        self.headers = headers
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RateLimited, (self.message,), {"type": self.type, "headers": self.headers})
+
+
+class QuotaUnavailable(ServiceUnavailable):
+    """The quota store cannot be reached and the route fails closed."""
+
+    def __init__(self) -> None:
+        super().__init__("Rate limits cannot be checked right now; try again shortly.")
+        self.headers = retry_after(1)
+
+
+class NotCached(APIError):
+    """`Cache-Control: only-if-cached` and no cached answer (RFC 9111's 504)."""
+
+    status = 504
+    type = "cache_miss"
+    code = "not_cached"

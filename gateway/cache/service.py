@@ -25,7 +25,7 @@ from gateway.cache.decision import decide
 from gateway.cache.index import VectorIndex
 from gateway.cache.keys import CacheKey, cache_key, deterministic
 from gateway.cache.redis_store import CachedAnswer, CacheStoreUnavailable, RedisCacheStore
-from schemas.errors import APIError
+from schemas.errors import NotCached
 from schemas.openai import ChatCompletionRequest, CompletionRequest
 
 log = logging.getLogger("raygate.cache")
@@ -82,14 +82,6 @@ class Lookup:
         if self.similarity is not None:
             out["x-raygate-cache-similarity"] = f"{self.similarity:.4f}"
         return out
-
-
-class NotCached(APIError):
-    """`Cache-Control: only-if-cached` and no cached answer (RFC 9111's 504)."""
-
-    status = 504
-    type = "cache_miss"
-    code = "not_cached"
 
 
 @dataclass(frozen=True)

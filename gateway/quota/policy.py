@@ -13,7 +13,7 @@ import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from pydantic import Field
 
@@ -21,7 +21,7 @@ from deployments.config import Strict
 from gateway.auth import BucketLimit, Limits, Principal
 from gateway.quota.buckets import BucketState, Limit
 from gateway.quota.redis_store import AdmitResult, BucketCharge, QuotaStoreUnavailable
-from schemas.errors import APIError, ServiceUnavailable
+from schemas.errors import QuotaUnavailable, RateLimited, retry_after
 
 log = logging.getLogger("raygate.quota")
 
@@ -42,27 +42,6 @@ class QuotaConfig(Strict):
         default={"generation": "closed", "embeddings": "open", "rerank": "open"},
         description="Per route class: refuse (closed, 503) or admit unmetered (open).",
     )
-
-
-class RateLimited(APIError):
-    status = 429
-    code = "rate_limit_exceeded"
-
-    def __init__(
-        self, message: str, *, kind: str = "requests", headers: dict[str, str] | None = None
-    ):
-        super().__init__(message)
-        self.type = kind  # "requests" or "tokens", as OpenAI reports it
-        self.headers = headers
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (RateLimited, (self.message,), {"type": self.type, "headers": self.headers})
-
-
-class QuotaUnavailable(ServiceUnavailable):
-    def __init__(self) -> None:
-        super().__init__("Rate limits cannot be checked right now; try again shortly.")
-        self.headers = {"Retry-After": "1"}
 
 
 def duration(ms: int) -> str:
@@ -215,7 +194,7 @@ class QuotaPolicy:
                 f"limit {per_min:g}/min, burst {charge.limit.burst:g}."
             )
         wait = wait_ms if wait_ms is not None else 1000
-        headers["Retry-After"] = str(max(1, math.ceil(wait / 1000)))
+        headers |= retry_after(wait / 1000)
         headers["retry-after-ms"] = str(wait)
         return RateLimited(
             f"{message} Please try again in {duration(wait)}.", kind=kind, headers=headers

@@ -24,7 +24,7 @@ from gateway.errors import typed_error
 from gateway.routing.breaker import Attempt, Breakers
 from gateway.routing.config import RoutingConfig
 from gateway.targets import GenerationBackend
-from schemas.errors import APIError, GatewayTimeout, Overloaded, ServiceUnavailable
+from schemas.errors import APIError, GatewayTimeout, Overloaded, ServiceUnavailable, retry_after
 from schemas.generation import GenerationChunk, GenerationRequest
 
 Adapt = Callable[[GenerationRequest], Awaitable[GenerationRequest]]
@@ -249,11 +249,11 @@ class ChainBackend:
     def _exhausted(self, error: BaseException | None) -> APIError:
         if isinstance(error, APIError):
             if error.status >= 500 and error.headers is None:
-                error.headers = {"Retry-After": str(max(1, round(self._config.retry_after_s)))}
+                error.headers = retry_after(self._config.retry_after_s)
             return error
         models = ", ".join(f"'{link.model_id}'" for link in self._links)
         unavailable = ServiceUnavailable(f"No model could answer (tried {models}).")
-        unavailable.headers = {"Retry-After": str(max(1, round(self._config.retry_after_s)))}
+        unavailable.headers = retry_after(self._config.retry_after_s)
         return unavailable
 
 

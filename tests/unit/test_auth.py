@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auth import AuthConfig, AuthenticationFailed, KeyRing, key_digest, load_tenants
+from gateway.auth import AuthConfig, KeyRing, key_digest, load_tenants
+from schemas.errors import AuthenticationFailed
 
 TENANTS = """
 tenants:

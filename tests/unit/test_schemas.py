@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.body import parse_body
-from schemas.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from schemas.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, retry_after
 from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 USER = [{"role": "user", "content": "hi"}]
@@ -139,3 +139,10 @@ def test_errors_survive_pickling_as_ray_sends_them(err: InvalidRequest) -> None:
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is type(err)
     assert back.body() == err.body() and back.status == err.status
+
+
+@pytest.mark.parametrize(
+    ("seconds", "header"), [(0, "1"), (0.2, "1"), (1.0, "1"), (1.2, "2"), (4.5, "5")]
+)
+def test_retry_after_rounds_up_to_whole_seconds(seconds: float, header: str) -> None:
+    assert retry_after(seconds) == {"Retry-After": header}
