@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from deployments.config import Strict
+from schemas.strict import Strict
 
 
 class EmbeddingHead(Strict):

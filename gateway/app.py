@@ -29,7 +29,6 @@ from deployments.faults import FaultyLLMDeployment
 from deployments.llm import LLMDeployment
 from deployments.prompt import PromptEncoder, load_prompt_encoder, load_text_token_counter
 from deployments.reranker import RerankerDeployment
-from deployments.router import ModelRouter
 from gateway import sse
 from gateway.auth import KeyRing, Principal, TenantsFile, load_tenants
 from gateway.backends import ServeEmbeddingBackend, ServeLLMBackend, ServeRerankBackend
@@ -47,7 +46,8 @@ from gateway.quota.policy import Lease, QuotaPolicy, RouteClass
 from gateway.quota.redis_store import RedisQuotaStore
 from gateway.redis_conn import redis_client
 from gateway.rerank import PreparedRerank, RerankerTarget, RerankService
-from gateway.routing.router import LLMRouter
+from gateway.routing.catalog import ModelCatalog
+from gateway.routing.planner import RoutePlanner
 from gateway.targets import LLMTarget
 from gateway.telemetry import (
     RequestLabels,
@@ -183,19 +183,19 @@ class Gateway:
             for name, h in rerankers.items()
         }
         self._generation = GenerationService(
-            LLMRouter(
+            RoutePlanner(
                 llm_targets,
                 {a: m.id for m in config.models for a in m.aliases},
                 config.routing,
-                self._metrics.router_events(),
+                self._metrics.chain_events(),
                 self._metrics.record_breaker,
             )
         )
         self._embeddings = EmbeddingService(
-            ModelRouter(emb_targets, {a: e.id for e in config.embedders for a in e.aliases})
+            ModelCatalog(emb_targets, {a: e.id for e in config.embedders for a in e.aliases})
         )
         self._rerank = RerankService(
-            ModelRouter(rr_targets, {a: r.id for r in config.rerankers for a in r.aliases})
+            ModelCatalog(rr_targets, {a: r.id for r in config.rerankers for a in r.aliases})
         )
         quota = config.quota
         password = os.environ.get(quota.redis_password_env) if quota.redis_password_env else None

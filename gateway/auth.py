@@ -16,9 +16,9 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from deployments.config import Strict
 from gateway.cache.config import TenantCache
 from schemas.errors import AuthenticationFailed
+from schemas.strict import Strict
 
 
 class BucketLimit(Strict):

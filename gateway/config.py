@@ -11,12 +11,12 @@ from deployments.config import (
     LLMModelConfig,
     RerankerConfig,
     ServeOptions,
-    Strict,
 )
 from gateway.auth import AuthConfig
 from gateway.cache.config import CacheConfig
-from gateway.quota.policy import QuotaConfig
+from gateway.quota.config import QuotaConfig
 from gateway.routing.config import RoutingConfig
+from schemas.strict import Strict
 
 
 class GatewayOptions(Strict):

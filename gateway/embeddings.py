@@ -10,9 +10,9 @@ from typing import Protocol
 
 import numpy as np
 
-from deployments.router import ModelRouter
+from gateway.routing.catalog import ModelCatalog
 from schemas.embeddings import EmbeddingResult
-from schemas.errors import InvalidRequest, ModelNotFound
+from schemas.errors import InvalidRequest
 from schemas.openai import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 
 
@@ -62,15 +62,13 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str
 
 
 class EmbeddingService:
-    def __init__(self, router: ModelRouter[EmbedderTarget]):
-        self._router = router
+    def __init__(self, catalog: ModelCatalog[EmbedderTarget]):
+        self._catalog = catalog
 
     async def prepare(
         self, req: EmbeddingRequest, may_use: Callable[[str], bool] = lambda _: True
     ) -> PreparedEmbedding:
-        route = self._router.resolve(req.model)
-        if not may_use(route.model_id):
-            raise ModelNotFound(req.model)
+        route = self._catalog.resolve(req.model, may_use)
         texts = req.texts()
         if any(not t for t in texts):
             raise InvalidRequest("input must not contain empty strings", param="input")

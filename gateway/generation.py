@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from gateway import sse
 from gateway.errors import as_api_error
 from gateway.routing.fallback import Served
-from gateway.routing.router import LLMRouter
+from gateway.routing.planner import RoutePlanner
 from gateway.targets import GenerationBackend
 from schemas.generation import GenerationChunk, GenerationRequest, SamplingOptions
 from schemas.openai import (
@@ -162,8 +162,8 @@ RenderEvents = Callable[[GenerationChunk, bool], list[str]]
 
 
 class GenerationService:
-    def __init__(self, router: LLMRouter, clock: Callable[[], float] = time.time):
-        self._router = router
+    def __init__(self, planner: RoutePlanner, clock: Callable[[], float] = time.time):
+        self._planner = planner
         self._clock = clock
 
     async def prepare(
@@ -176,7 +176,7 @@ class GenerationService:
             request = chat_generation_request(req, f"chatcmpl-{uuid.uuid4().hex}")
         else:
             request = completion_generation_request(req, f"cmpl-{uuid.uuid4().hex}")
-        routed = await self._router.route(req.model, request, may_use)
+        routed = await self._planner.route(req.model, request, may_use)
         return Prepared(
             routed.model_id,
             routed.chain,

@@ -12,7 +12,7 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 
 from gateway.cache.service import CacheMetrics
 from gateway.routing.breaker import STATE_VALUE, State
-from gateway.routing.fallback import RouterEvents
+from gateway.routing.fallback import ChainEvents
 
 PREFIX = "raygate_gateway_"
 
@@ -82,8 +82,8 @@ class GatewayMetrics:
     def record_breaker(self, model: str, state: State) -> None:
         self._breaker_state.set(STATE_VALUE[state], tags={"model": model})
 
-    def router_events(self) -> RouterEvents:
-        return RouterEvents(
+    def chain_events(self) -> ChainEvents:
+        return ChainEvents(
             failed=lambda model, reason: self._route_failures.inc(
                 tags={"model": model, "reason": reason}
             ),

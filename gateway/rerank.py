@@ -16,10 +16,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from deployments.router import ModelRouter
 from gateway.embeddings import TokenCounter, refuse_over_long
+from gateway.routing.catalog import ModelCatalog
 from schemas.embeddings import ScoreResult
-from schemas.errors import InvalidRequest, ModelNotFound
+from schemas.errors import InvalidRequest
 from schemas.rerank import (
     RerankDocument,
     RerankResponse,
@@ -60,14 +60,16 @@ def usage(result: ScoreResult) -> RerankUsage:
 
 
 class RerankService:
-    def __init__(self, router: ModelRouter[RerankerTarget], clock: Callable[[], float] = time.time):
-        self._router = router
+    def __init__(
+        self, catalog: ModelCatalog[RerankerTarget], clock: Callable[[], float] = time.time
+    ):
+        self._catalog = catalog
         self._clock = clock
 
     @property
     def default_model(self) -> str | None:
         """The model of requests that name none (TEI's /rerank): the first configured."""
-        return next(iter(self._router.model_ids()), None)
+        return next(iter(self._catalog.model_ids()), None)
 
     async def prepare(
         self,
@@ -76,9 +78,7 @@ class RerankService:
         may_use: Callable[[str], bool] = lambda _: True,
         param: str = "documents",
     ) -> PreparedRerank:
-        route = self._router.resolve(model)
-        if not may_use(route.model_id):
-            raise ModelNotFound(model)
+        route = self._catalog.resolve(model, may_use)
         target = route.target
         if len(pairs) > target.max_documents:
             raise InvalidRequest(

@@ -21,7 +21,8 @@ from typing import Any
 import redis as redis_sync
 
 from gateway.auth import BucketLimit, KeyConfig, Limits, Principal, TenantConfig
-from gateway.quota.policy import QuotaConfig, QuotaPolicy
+from gateway.quota.config import QuotaConfig
+from gateway.quota.policy import QuotaPolicy
 from gateway.quota.redis_store import RedisQuotaStore
 from gateway.redis_conn import redis_client
 from loadtests.harness import (

@@ -1,6 +1,6 @@
 """Routing cost, and prefix affinity on a multi-turn workload with two LLM replicas.
 
-1. Decision cost, in process: the `auto` tier choice, a full `LLMRouter.route` (alias or
+1. Decision cost, in process: the `auto` tier choice, a full `RoutePlanner.route` (alias or
    auto, access check, context check, fallback chain; tokenization stubbed out) and the
    prefix-affinity bookkeeping for a 1,500-token prompt.
 2. Multi-turn: the local profile's default model with two replicas (no fast tier,
@@ -32,8 +32,8 @@ import httpx
 
 from deployments.prefix_affinity import PrefixIndex, block_hashes
 from gateway.routing.config import RoutingConfig
+from gateway.routing.planner import RoutePlanner
 from gateway.routing.policy import TierPolicy
-from gateway.routing.router import LLMRouter
 from gateway.targets import LLMTarget
 from loadtests.harness import (
     RESULTS,
@@ -90,7 +90,7 @@ def decision_cost() -> dict[str, Any]:
     policy = TierPolicy(config.auto)
     ids = _Ids(list(range(200)))
     targets = {"big": LLMTarget(_Model(), ids), "small": LLMTarget(_Model(), ids)}
-    router = LLMRouter(targets, {"default": "big", "fast": "small"}, config)
+    router = RoutePlanner(targets, {"default": "big", "fast": "small"}, config)
     request = GenerationRequest("r", SamplingOptions(max_tokens=64), [("user", "hi")])
 
     async def routes(name: str, n: int) -> float:
@@ -220,7 +220,7 @@ def markdown(record: dict[str, Any]) -> str:
         "## Decision cost (in process, per call)",
         "",
         f"- `auto` tier choice: {cost['tier_choice_us']} µs",
-        f"- `LLMRouter.route` (alias): {cost['route_alias_us']} µs; (auto): "
+        f"- `RoutePlanner.route` (alias): {cost['route_alias_us']} µs; (auto): "
         f"{cost['route_auto_us']} µs. These include the thread hop of tokenization "
         "(stubbed out) and the context check, not the tokenizer itself.",
         f"- prefix affinity: hashing a 1,500-token prompt {cost['prefix_hashes_1500_tokens_us']} "

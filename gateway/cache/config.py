@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from deployments.config import Strict
+from schemas.strict import Strict
 
 Guard = Literal["negation", "numbers", "entities", "contrast"]
 

@@ -13,35 +13,15 @@ import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
-from pydantic import Field
-
-from deployments.config import Strict
 from gateway.auth import BucketLimit, Limits, Principal
 from gateway.quota.buckets import BucketState, Limit
+from gateway.quota.config import QuotaConfig, RouteClass
 from gateway.quota.redis_store import AdmitResult, BucketCharge, QuotaStoreUnavailable
 from schemas.errors import QuotaUnavailable, RateLimited, retry_after
 
 log = logging.getLogger("raygate.quota")
-
-RouteClass = Literal["generation", "embeddings", "rerank"]
-Mode = Literal["open", "closed"]
-
-
-class QuotaConfig(Strict):
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Quota store.")
-    redis_password_env: str | None = Field(
-        default=None, description="Environment variable holding the Redis password."
-    )
-    timeout_s: float = Field(default=0.1, gt=0, le=5, description="Per Redis call.")
-    lease_ttl_s: float = Field(
-        default=900, gt=0, description="A lease not settled by then (crashed gateway) expires."
-    )
-    on_redis_error: dict[RouteClass, Mode] = Field(
-        default={"generation": "closed", "embeddings": "open", "rerank": "open"},
-        description="Per route class: refuse (closed, 503) or admit unmetered (open).",
-    )
 
 
 def duration(ms: int) -> str:

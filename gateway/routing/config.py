@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from deployments.config import Strict
+from schemas.strict import Strict
 
 
 class TierRule(Strict):

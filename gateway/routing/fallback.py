@@ -50,7 +50,7 @@ class Served:
 
 
 @dataclass(frozen=True)
-class RouterEvents:
+class ChainEvents:
     """Callbacks for metrics; the defaults do nothing."""
 
     failed: Callable[[str, str], None] = lambda _model, _reason: None
@@ -91,7 +91,7 @@ class ChainBackend:
         links: list[Link],
         config: RoutingConfig,
         breakers: Breakers,
-        events: RouterEvents | None = None,
+        events: ChainEvents | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
@@ -101,7 +101,7 @@ class ChainBackend:
         self._links = links
         self._config = config
         self._breakers = breakers
-        self._events = events or RouterEvents()
+        self._events = events or ChainEvents()
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter

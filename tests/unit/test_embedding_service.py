@@ -3,8 +3,8 @@ import base64
 import numpy as np
 import pytest
 
-from deployments.router import ModelRouter
 from gateway.embeddings import EmbedderTarget, EmbeddingService
+from gateway.routing.catalog import ModelCatalog
 from schemas.embeddings import EmbeddingResult
 from schemas.errors import InvalidRequest, ModelNotFound
 from schemas.openai import EmbeddingRequest, EmbeddingResponse
@@ -35,7 +35,7 @@ class WordCounter:
 
 def service(fake: FakeEmbedder, truncate: bool = True) -> EmbeddingService:
     target = EmbedderTarget(fake, WordCounter(), truncate)
-    router: ModelRouter[EmbedderTarget] = ModelRouter({"mini": target}, {"emb": "mini"})
+    router: ModelCatalog[EmbedderTarget] = ModelCatalog({"mini": target}, {"emb": "mini"})
     return EmbeddingService(router)
 
 

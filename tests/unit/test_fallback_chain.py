@@ -10,7 +10,7 @@ from ray.serve.exceptions import BackPressureError
 
 from gateway.routing.breaker import Breakers, State
 from gateway.routing.config import BreakerConfig, RoutingConfig
-from gateway.routing.fallback import ChainBackend, Link, RouterEvents, verdict
+from gateway.routing.fallback import ChainBackend, ChainEvents, Link, verdict
 from schemas.errors import (
     APIError,
     ContextLengthExceeded,
@@ -35,8 +35,8 @@ class Recorder:
         self.fallbacks: list[tuple[str, str]] = []
         self.waits: list[float] = []
 
-    def events(self) -> RouterEvents:
-        return RouterEvents(
+    def events(self) -> ChainEvents:
+        return ChainEvents(
             failed=lambda m, r: self.failed.append((m, r)),
             fallback=lambda a, b: self.fallbacks.append((a, b)),
         )

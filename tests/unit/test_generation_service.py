@@ -7,7 +7,7 @@ import pytest
 
 from gateway.generation import GenerationService, Prepared
 from gateway.routing.config import RoutingConfig
-from gateway.routing.router import LLMRouter
+from gateway.routing.planner import RoutePlanner
 from gateway.targets import LLMTarget
 from schemas.errors import ContextLengthExceeded, ModelNotFound, ServiceUnavailable
 from schemas.generation import FinishReason, GenerationChunk, GenerationRequest
@@ -62,7 +62,7 @@ class WordEncoder:
 
 def service(backend: FakeBackend) -> GenerationService:
     target = LLMTarget(backend, WordEncoder())
-    router = LLMRouter({"m1": target}, {"default": "m1"}, RoutingConfig(max_attempts=1))
+    router = RoutePlanner({"m1": target}, {"default": "m1"}, RoutingConfig(max_attempts=1))
     return GenerationService(router, clock=lambda: 1_700_000_000.0)
 
 

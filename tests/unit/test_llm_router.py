@@ -1,11 +1,11 @@
-"""LLMRouter: explicit, alias and auto routing; chains with access and tokenizers."""
+"""RoutePlanner: explicit, alias and auto routing; chains with access and tokenizers."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.routing.config import RoutingConfig
-from gateway.routing.router import LLMRouter
+from gateway.routing.planner import RoutePlanner
 from gateway.targets import LLMTarget
 from schemas.errors import ContextLengthExceeded, ModelNotFound, ServiceUnavailable
 from schemas.generation import GenerationRequest, SamplingOptions
@@ -31,7 +31,7 @@ def request(words: int, max_tokens: int | None) -> GenerationRequest:
     return GenerationRequest("r", SamplingOptions(max_tokens=max_tokens), [("user", text)])
 
 
-def router(**routing: object) -> tuple[LLMRouter, dict[str, ScriptedModel]]:
+def router(**routing: object) -> tuple[RoutePlanner, dict[str, ScriptedModel]]:
     shared = WordCounter()
     models = {
         "big": ScriptedModel(replica="big-1"),
@@ -44,7 +44,7 @@ def router(**routing: object) -> tuple[LLMRouter, dict[str, ScriptedModel]]:
         "other": LLMTarget(models["other"], CharCounter()),  # its own tokenizer
     }
     aliases = {"default": "big", "fast": "small"}
-    return LLMRouter(targets, aliases, RoutingConfig.model_validate(routing)), models
+    return RoutePlanner(targets, aliases, RoutingConfig.model_validate(routing)), models
 
 
 async def test_explicit_and_alias_decisions() -> None:

@@ -3,7 +3,8 @@
 import pytest
 
 from gateway.auth import BucketLimit, KeyConfig, Limits, Principal, TenantConfig
-from gateway.quota.policy import QuotaConfig, QuotaPolicy, duration
+from gateway.quota.config import QuotaConfig
+from gateway.quota.policy import QuotaPolicy, duration
 from schemas.errors import QuotaUnavailable, RateLimited
 from tests.unit.quota_fakes import Clock, InMemoryQuotaStore
 

@@ -7,8 +7,8 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from deployments.router import ModelRouter
 from gateway.rerank import RerankerTarget, RerankService
+from gateway.routing.catalog import ModelCatalog
 from schemas.embeddings import ScoreResult
 from schemas.errors import InvalidRequest, ModelNotFound
 from schemas.rerank import RerankRequest, ScoreRequest
@@ -44,7 +44,7 @@ def service(
     fake: FakeReranker, kind: Kind = "cross-encoder", truncate: bool = True
 ) -> RerankService:
     target = RerankerTarget(fake, WordCounter(), kind, max_documents=3, truncate=truncate)
-    return RerankService(ModelRouter({"rr": target}, {"rerank-default": "rr"}))
+    return RerankService(ModelCatalog({"rr": target}, {"rerank-default": "rr"}))
 
 
 DOCS = ["the cat sat", "dogs bark", "a cat and a dog"]

@@ -1,11 +1,11 @@
 import pytest
 
-from deployments.router import ModelRouter
+from gateway.routing.catalog import ModelCatalog
 from schemas.errors import ModelNotFound
 
 
 def test_resolves_ids_and_aliases_to_the_canonical_model() -> None:
-    router = ModelRouter({"small": 1, "large": 2}, {"default": "large", "fast": "small"})
+    router = ModelCatalog({"small": 1, "large": 2}, {"default": "large", "fast": "small"})
     assert router.resolve("large").target == 2
     route = router.resolve("default")
     assert (route.model_id, route.target) == ("large", 2)
@@ -14,7 +14,7 @@ def test_resolves_ids_and_aliases_to_the_canonical_model() -> None:
 
 def test_unknown_model_is_model_not_found() -> None:
     with pytest.raises(ModelNotFound) as err:
-        ModelRouter({"small": 1}).resolve("gpt-4o")
+        ModelCatalog({"small": 1}).resolve("gpt-4o")
     assert err.value.status == 404 and err.value.code == "model_not_found"
     assert "gpt-4o" in err.value.message
 
@@ -24,4 +24,4 @@ def test_unknown_model_is_model_not_found() -> None:
 )
 def test_inconsistent_aliases_are_rejected_at_start(aliases: dict[str, str]) -> None:
     with pytest.raises(ValueError):
-        ModelRouter({"small": 1}, aliases)
+        ModelCatalog({"small": 1}, aliases)

@@ -1,4 +1,4 @@
-"""The LLM router: which model answers a request, and which ones stand in for it.
+"""The route planner: which LLM answers a request, and which ones stand in for it.
 
 A name is a model id, an alias, or the `auto` policy's name. The answer is a chain:
 the chosen model, then its configured fallbacks that the tenant may use, each with the
@@ -13,16 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from deployments.prompt import check_fits
-from deployments.router import ModelRouter, Route
 from gateway.routing.breaker import Breakers, State
+from gateway.routing.catalog import MayUse, ModelCatalog, Route
 from gateway.routing.config import RoutingConfig
-from gateway.routing.fallback import Adapt, ChainBackend, Link, RouterEvents
+from gateway.routing.fallback import Adapt, ChainBackend, ChainEvents, Link
 from gateway.routing.policy import TierPolicy
 from gateway.targets import LLMTarget
-from schemas.errors import ModelNotFound
 from schemas.generation import GenerationRequest
-
-MayUse = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -37,20 +34,20 @@ class Routed:
     decision: str  # explicit, alias or auto
 
 
-class LLMRouter:
+class RoutePlanner:
     def __init__(
         self,
         targets: Mapping[str, LLMTarget],
         aliases: Mapping[str, str],
         config: RoutingConfig,
-        events: RouterEvents | None = None,
+        events: ChainEvents | None = None,
         on_breaker: Callable[[str, State], None] = lambda _m, _s: None,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self._models = ModelRouter(targets, aliases)
+        self._models = ModelCatalog(targets, aliases)
         self._config = config
         self._policy = TierPolicy(config.auto) if config.auto is not None else None
-        self._events = events or RouterEvents()
+        self._events = events or ChainEvents()
         self._breakers = Breakers(config.breaker, clock, on_breaker)
         self._clock = clock
         for name in [*config.fallbacks, *(n for c in config.fallbacks.values() for n in c)]:
@@ -65,7 +62,7 @@ class LLMRouter:
         """Pick the model, tokenize for it, check the context, and build the chain."""
         policy = self._policy
         if policy is not None and name == policy.name:
-            route = self._allowed(policy.default, may_use, name)
+            route = self._models.resolve(policy.default, may_use, shown_as=name)
             ids = await _encode(route.target, request)
             pick = self._models.resolve(policy.choose(len(ids), request.sampling.max_tokens))
             if pick.model_id != route.model_id and may_use(pick.model_id):
@@ -74,7 +71,7 @@ class LLMRouter:
                 route = pick
             decision = "auto"
         else:
-            route = self._allowed(name, may_use, name)
+            route = self._models.resolve(name, may_use)
             ids = await _encode(route.target, request)
             decision = "explicit" if name == route.model_id else "alias"
         max_tokens = await _fit(route.target, len(ids), request)
@@ -87,12 +84,6 @@ class LLMRouter:
             self._clock,
         )
         return Routed(route.model_id, tokenized, len(ids), max_tokens, chain, decision)
-
-    def _allowed(self, name: str, may_use: MayUse, asked: str) -> Route[LLMTarget]:
-        route = self._models.resolve(name)
-        if not may_use(route.model_id):
-            raise ModelNotFound(asked)
-        return route
 
     def _links(
         self, first: Route[LLMTarget], original: GenerationRequest, may_use: MayUse

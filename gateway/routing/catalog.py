@@ -1,12 +1,13 @@
-"""Model router: maps the `model` a client asks for (an id or an alias) to its target.
+"""The model catalogue of one kind of model (LLMs, embedders, rerankers): which model a
+name (an id or an alias) means, and whether the caller may use it.
 
-The router is a plain in-process object of the gateway (one handle hop less than a
-router deployment); its targets are Serve handles in the app and fakes in unit tests.
+A plain in-process object of the gateway (one handle hop less than a router
+deployment); its targets are Serve handles in the app and fakes in unit tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -21,7 +22,10 @@ class Route(Generic[T]):
     target: T
 
 
-class ModelRouter(Generic[T]):
+MayUse = Callable[[str], bool]  # the tenant may use this model id
+
+
+class ModelCatalog(Generic[T]):
     def __init__(self, targets: Mapping[str, T], aliases: Mapping[str, str] | None = None):
         aliases = dict(aliases or {})
         clashes = set(aliases) & set(targets)
@@ -33,11 +37,16 @@ class ModelRouter(Generic[T]):
         self._targets = dict(targets)
         self._aliases = aliases
 
-    def resolve(self, name: str) -> Route[T]:
+    def resolve(
+        self, name: str, may_use: MayUse = lambda _: True, shown_as: str | None = None
+    ) -> Route[T]:
+        """The model `name` means. Raises ModelNotFound (404, naming `shown_as` or `name`)
+        for an unknown name and, alike, for a model the caller may not use (its
+        existence is not revealed)."""
         model_id = self._aliases.get(name, name)
         target = self._targets.get(model_id)
-        if target is None:
-            raise ModelNotFound(name)
+        if target is None or not may_use(model_id):
+            raise ModelNotFound(shown_as or name)
         return Route(model_id, target)
 
     def model_ids(self) -> Iterable[str]:
