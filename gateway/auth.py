@@ -155,6 +155,9 @@ class KeyRing:
         }
 
     def authenticate(self, authorization: str | None) -> Principal:
+        """The tenant and key behind an `Authorization` header (the anonymous tenant when
+        auth is off). Raises AuthenticationFailed (401) for a missing, malformed or
+        unknown key; compares digests only, so no key is ever held or logged."""
         if self._anonymous is not None:
             return self._anonymous
         if not authorization:

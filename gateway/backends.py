@@ -7,12 +7,17 @@ the fallback chain, which moves on to the next model first.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from gateway.embeddings import EmbeddingBackend
+from gateway.rerank import RerankBackend
+from gateway.targets import ModelBackend
 from schemas.embeddings import EmbeddingResult, ScoreResult
 from schemas.errors import Overloaded
 from schemas.generation import GenerationChunk, GenerationRequest
@@ -80,3 +85,43 @@ class ServeRerankBackend(_Limits):
     async def score(self, query: str, documents: list[str]) -> ScoreResult:
         result: ScoreResult = await unary(self._handle.score.remote(query, documents))
         return result
+
+
+Probe = Callable[[], Awaitable[None]]  # a deployment's health check; raises when unhealthy
+
+
+@dataclass(frozen=True)
+class Handles:
+    """The Serve handles of the gateway's deployments, by model id."""
+
+    llms: Mapping[str, DeploymentHandle]  # vLLM deployments and fault-injection wrappers
+    embedders: Mapping[str, DeploymentHandle]
+    rerankers: Mapping[str, DeploymentHandle]
+
+    def all(self) -> dict[str, DeploymentHandle]:
+        return {**self.llms, **self.embedders, **self.rerankers}
+
+
+@dataclass(frozen=True)
+class Backends:
+    """The deployments as the gateway's services call them (fakes in unit tests)."""
+
+    llms: Mapping[str, ModelBackend]
+    embedders: Mapping[str, EmbeddingBackend]
+    rerankers: Mapping[str, RerankBackend]
+    probes: Mapping[str, Probe]  # every deployment's health check, for /ready
+
+
+def serve_backends(handles: Handles, probe_timeout_s: float) -> Backends:
+    def probe(handle: DeploymentHandle) -> Probe:
+        async def check() -> None:
+            await asyncio.wait_for(handle.check_health.remote(), probe_timeout_s)
+
+        return check
+
+    return Backends(
+        llms={name: ServeLLMBackend(h) for name, h in handles.llms.items()},
+        embedders={name: ServeEmbeddingBackend(h) for name, h in handles.embedders.items()},
+        rerankers={name: ServeRerankBackend(h) for name, h in handles.rerankers.items()},
+        probes={name: probe(h) for name, h in handles.all().items()},
+    )

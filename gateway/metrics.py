@@ -1,7 +1,9 @@
-"""The gateway's Prometheus metrics, all prefixed `raygate_gateway_`.
+"""The gateway's Prometheus metrics, all declared here and prefixed `raygate_gateway_`.
 
-Exported through Ray's metrics agent (each node's --metrics-export-port). Label values
-are bounded: tenants and route classes come from config, decisions from a fixed set.
+One `GatewayMetrics` per gateway replica, made in the replica and handed to whatever
+records (the request middleware, the timing layer, quota, cache, routing). Exported
+through Ray's metrics agent (each node's --metrics-export-port). Label values are
+bounded: tenants and route classes come from config, decisions from a fixed set.
 """
 
 from __future__ import annotations
@@ -15,10 +17,100 @@ from gateway.routing.breaker import STATE_VALUE, State
 from gateway.routing.fallback import ChainEvents
 
 PREFIX = "raygate_gateway_"
+LATENCY_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
+TTFT_S = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30]
+TPOT_S = [0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28]
+
+
+class RequestMetrics:
+    def __init__(self) -> None:
+        def tags(*keys: str) -> Any:
+            return cast(Any, keys)  # the stub says tuple[str]
+
+        self.requests = Counter(
+            PREFIX + "requests_total",
+            description="HTTP requests by tenant, model, route and status code.",
+            tag_keys=tags("tenant", "model", "route", "status"),
+        )
+        self.errors = Counter(
+            PREFIX + "errors_total",
+            description="Failed requests by status and error code or type; mid-stream "
+            "failures included (status 200: it was sent before they failed).",
+            tag_keys=tags("tenant", "model", "route", "status", "type"),
+        )
+        self.duration = Histogram(
+            PREFIX + "request_duration_seconds",
+            description="Time from request to the last byte of the response.",
+            boundaries=LATENCY_S,
+            tag_keys=tags("model", "route"),
+        )
+        self.in_flight = Gauge(
+            PREFIX + "requests_in_flight",
+            description="Requests this gateway replica is serving now.",
+            tag_keys=tags(
+                "route",
+            ),
+        )
+        self.ttft = Histogram(
+            PREFIX + "time_to_first_token_seconds",
+            description="From sending a generation to the model to its first token, by "
+            "the model that answered (cache hits excluded).",
+            boundaries=TTFT_S,
+            tag_keys=tags(
+                "model",
+            ),
+        )
+        self.tpot = Histogram(
+            PREFIX + "time_per_output_token_seconds",
+            description="Mean time between output tokens after the first, per request.",
+            boundaries=TPOT_S,
+            tag_keys=tags(
+                "model",
+            ),
+        )
+        self.tokens = Counter(
+            PREFIX + "tokens_total",
+            description="Tokens by tenant, model and kind (prompt, completion); cache "
+            "hits included.",
+            tag_keys=tags("tenant", "model", "kind"),
+        )
+        self._in_flight: dict[str, int] = {}
+
+    def started(self, route: str) -> None:
+        self._in_flight[route] = self._in_flight.get(route, 0) + 1
+        self.in_flight.set(self._in_flight[route], tags={"route": route})
+
+    def finished(
+        self,
+        route: str,
+        status: int,
+        tenant: str,
+        model: str,
+        error: str | None,
+        seconds: float,
+    ) -> None:
+        self._in_flight[route] -= 1
+        self.in_flight.set(self._in_flight[route], tags={"route": route})
+        who = {
+            "tenant": tenant,
+            "model": model,
+            "route": route,
+            "status": str(status),
+        }
+        self.requests.inc(tags=who)
+        self.duration.observe(seconds, tags={"model": model, "route": route})
+        if error is not None:
+            self.errors.inc(tags={**who, "type": error})
+
+    def count_tokens(self, tenant: str, model: str, prompt: int, completion: int) -> None:
+        for kind, count in (("prompt", prompt), ("completion", completion)):
+            if count:
+                self.tokens.inc(count, tags={"tenant": tenant, "model": model, "kind": kind})
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
+        self.requests = RequestMetrics()
         self._quota_decisions = Counter(
             PREFIX + "quota_decisions_total",
             description="Quota decisions by outcome: admitted, limited_<scope>_<kind>, "

@@ -32,17 +32,16 @@ import httpx
 import numpy as np
 import psutil
 
-from gateway.app import build_cache
+from gateway.build import build_cache
 from gateway.cache.config import CacheConfig, TenantCache
 from gateway.cache.index import IndexedEntry, VectorIndex
 from gateway.cache.keys import cache_key
 from gateway.cache.redis_store import CachedAnswer, RedisCacheStore
-from gateway.cache.service import CacheMetrics, ResponseCache
+from gateway.cache.service import CacheMetrics, CacheQuery, ResponseCache
 from gateway.redis_conn import redis_client
 from loadtests.harness import (
     RESULTS,
     Server,
-    free_port,
     local_profile,
     machine,
     machine_line,
@@ -54,6 +53,7 @@ from loadtests.harness import (
     write_result,
 )
 from schemas.openai import ChatCompletionRequest
+from tests.ports import free_port
 
 QUESTION = "What is the capital of France? Answer in one short sentence."
 PARAPHRASE = "What's the capital city of France? Answer in one short sentence."
@@ -203,7 +203,7 @@ async def index_at(url: str, entries: int, lookups: int) -> dict[str, Any]:
         noise = rng.standard_normal(DIMENSIONS).astype(np.float32) * 0.01
         current["v"] = vectors[i] + noise  # a near neighbour of entry i
         t0 = time.perf_counter()
-        found = await reader.lookup("bench", tenant, "m", ask(f"q{i}!"), 64)
+        found = await reader.lookup(CacheQuery.of("bench", tenant, "m", 64), ask(f"q{i}!"))
         lookup_ms.append((time.perf_counter() - t0) * 1000)
         hits += found.tier == "semantic"
         t0 = time.perf_counter()

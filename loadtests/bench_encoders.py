@@ -30,7 +30,6 @@ from deployments.reranker import BiEncoderScorer
 from loadtests.harness import (
     RESULTS,
     ROOT,
-    free_port,
     local_profile,
     machine,
     machine_line,
@@ -41,6 +40,7 @@ from loadtests.harness import (
     with_redis,
     write_result,
 )
+from tests.ports import free_port
 
 MODEL = str(ROOT / "models" / "all-MiniLM-L6-v2")
 WORDS = "the quick brown fox jumps over a lazy dog near river bank while children play".split()

@@ -23,7 +23,6 @@ from loadtests.harness import (
     PY,
     RESULTS,
     Server,
-    free_port,
     local_profile,
     machine,
     machine_line,
@@ -34,6 +33,7 @@ from loadtests.harness import (
     with_redis,
     write_result,
 )
+from tests.ports import free_port
 
 
 def vllm_server(model: dict[str, Any], port: int, log: Path) -> Server:

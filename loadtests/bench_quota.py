@@ -26,7 +26,6 @@ from gateway.quota.policy import QuotaPolicy
 from gateway.quota.redis_store import RedisQuotaStore
 from gateway.redis_conn import redis_client
 from loadtests.harness import (
-    free_port,
     machine,
     machine_line,
     percentile,
@@ -34,6 +33,7 @@ from loadtests.harness import (
     wait_for_port,
     write_result,
 )
+from tests.ports import free_port
 
 BIG = BucketLimit(per_minute=1e12, burst=1e12)  # never limiting: measure the check itself
 LIMITS = Limits(requests=BIG, tokens=BIG, concurrent_requests=1_000_000)

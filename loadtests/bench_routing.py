@@ -37,7 +37,6 @@ from gateway.routing.policy import TierPolicy
 from gateway.targets import LLMTarget
 from loadtests.harness import (
     RESULTS,
-    free_port,
     local_profile,
     machine,
     machine_line,
@@ -49,6 +48,7 @@ from loadtests.harness import (
     write_result,
 )
 from schemas.generation import GenerationChunk, GenerationRequest, SamplingOptions
+from tests.ports import free_port
 
 TOPICS = "tides volcanoes bees glaciers comets deserts coral owls rivers fungi storms moss".split()
 

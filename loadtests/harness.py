@@ -27,13 +27,6 @@ SERVE = str(Path(sys.executable).with_name("serve"))
 ENV = {"RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     cpuinfo = Path("/proc/cpuinfo")

@@ -25,6 +25,8 @@ from gateway.cache.decision import decide
 from gateway.cache.index import VectorIndex
 from gateway.cache.keys import CacheKey, cache_key, deterministic
 from gateway.cache.redis_store import CachedAnswer, CacheStoreUnavailable, RedisCacheStore
+from gateway.cache.replay import RecordingBackend, ReplayBackend
+from gateway.targets import GenerationBackend, Served
 from schemas.errors import NotCached
 from schemas.openai import ChatCompletionRequest, CompletionRequest
 
@@ -84,16 +86,31 @@ class Lookup:
         return out
 
 
+def cache_control(header: str | None) -> frozenset[str]:
+    return frozenset(d.strip().lower() for d in (header or "").split(",") if d.strip())
+
+
 @dataclass(frozen=True)
-class Scope:
+class CacheQuery:
+    """How one request asks the cache: its partition's scope and the client's
+    Cache-Control directives. Part of a generation's plan, decided before admission."""
+
     tenant_id: str
     tenant: TenantCache
-    model_id: str
-    max_tokens: int
+    model_id: str  # the model routed to; a fallback's answer is not stored under it
+    max_tokens: int  # what the answer may use (after context checks)
+    directives: frozenset[str] = frozenset()
 
-
-def cache_control(header: str | None) -> set[str]:
-    return {d.strip().lower() for d in (header or "").split(",") if d.strip()}
+    @classmethod
+    def of(
+        cls,
+        tenant_id: str,
+        tenant: TenantCache,
+        model_id: str,
+        max_tokens: int,
+        cache_control_header: str | None = None,
+    ) -> CacheQuery:
+        return cls(tenant_id, tenant, model_id, max_tokens, cache_control(cache_control_header))
 
 
 class ResponseCache:
@@ -131,28 +148,41 @@ class ResponseCache:
         self._down_until = self._monotonic() + self._config.retry_after_s
 
     async def lookup(
-        self,
-        tenant_id: str,
-        tenant: TenantCache,
-        model_id: str,
-        req: ChatCompletionRequest | CompletionRequest,
-        max_tokens: int,
-        cache_control_header: str | None = None,
+        self, query: CacheQuery, req: ChatCompletionRequest | CompletionRequest
     ) -> Lookup:
-        """Look a request up; `max_tokens` is what it may generate (after context checks)."""
-        scope = Scope(tenant_id, tenant, model_id, max_tokens)
-        directives = cache_control(cache_control_header)
-        result = await self._lookup(scope, req, directives)
-        if "only-if-cached" in directives and not result.hit:
-            result = Lookup("not_cached", tenant_id, reason=result.status)
+        """The cache's answer for `req`: a hit (with the answer), a miss to record, or why
+        the cache stays out of it. Never raises for the cache's own failures: when Redis
+        or the embedder misbehaves the lookup says `unavailable` (or skips the semantic
+        tier) and the request goes to the model."""
+        result = await self._lookup(query, req)
+        if "only-if-cached" in query.directives and not result.hit:
+            result = Lookup("not_cached", query.tenant_id, reason=result.status)
         label = f"hit_{result.tier}" if result.hit else result.status
-        self._metrics.lookup(tenant_id, label)
+        self._metrics.lookup(query.tenant_id, label)
         return result
 
+    def wrap(
+        self, backend: GenerationBackend, lookup: Lookup, model_id: str, prompt_tokens: int
+    ) -> GenerationBackend:
+        """The cache's layer of the backend stack: a hit replays the stored answer (as
+        `model_id`, to a prompt of `prompt_tokens`); a miss to store records the model's
+        complete answer, unless a fallback gave it; otherwise `backend` itself."""
+        if lookup.answer is not None:
+            return ReplayBackend(lookup.answer, prompt_tokens, model_id)
+        if not lookup.store:
+            return backend
+
+        def remember(served: Served, answer: CachedAnswer) -> None:
+            if served.model_id == model_id:  # not a fallback's answer
+                self.remember(lookup, answer)
+
+        return RecordingBackend(backend, remember)
+
     async def _lookup(
-        self, scope: Scope, req: ChatCompletionRequest | CompletionRequest, directives: set[str]
+        self, scope: CacheQuery, req: ChatCompletionRequest | CompletionRequest
     ) -> Lookup:
         tenant_id, tenant, max_tokens = scope.tenant_id, scope.tenant, scope.max_tokens
+        directives = scope.directives
         if not tenant.enabled:
             return Lookup("off", tenant_id)
         if not (deterministic(req) or self._config.cache_sampled):

@@ -111,6 +111,11 @@ class QuotaPolicy:
         return headers
 
     async def admit(self, principal: Principal, route_class: RouteClass, tokens: int) -> Lease:
+        """Reserve one request, `tokens` tokens and a concurrency lease from the tenant's and
+        the key's buckets, atomically. Returns the Lease (its headers carry OpenAI's
+        x-ratelimit-* state). Raises RateLimited (429, with Retry-After) when a bucket or
+        the concurrency limit refuses, and QuotaUnavailable (503) when Redis cannot be
+        reached and the route class fails closed; failing open returns an unmetered lease."""
         tenant = principal.tenant
         charges = self._charges(principal, tokens)
         lease = Lease(
@@ -181,6 +186,9 @@ class QuotaPolicy:
         )
 
     async def settle(self, lease: Lease, used_tokens: int) -> None:
+        """Return the reserved tokens beyond `used_tokens` and the concurrency lease. Never
+        raises: if Redis is unreachable the lease expires on its own (counted as
+        settle_failed)."""
         if not lease.metered:
             return
         try:

@@ -6,7 +6,8 @@ timeout, a full queue or an open circuit moves the request to the next model, af
 jittered backoff, within the request's overall deadline and at most `max_attempts`
 calls. Once a token has been streamed there is no silent retry: a later failure ends
 the stream (the SSE layer turns it into an error event). Client errors (4xx) are never
-retried: the next model would refuse them too.
+retried: the next model would refuse them too. How each failure is judged is one table,
+`VERDICTS`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from ray.serve.exceptions import BackPressureError
 from gateway.errors import typed_error
 from gateway.routing.breaker import Attempt, Breakers
 from gateway.routing.config import RoutingConfig
-from gateway.targets import GenerationBackend
+from gateway.targets import ModelBackend, Served, Started
 from schemas.errors import APIError, GatewayTimeout, Overloaded, ServiceUnavailable, retry_after
 from schemas.generation import GenerationChunk, GenerationRequest
 
@@ -35,18 +36,8 @@ class Link:
     """One model of a chain; `adapt` re-tokenizes the request for it (may raise a 4xx)."""
 
     model_id: str
-    backend: GenerationBackend
+    backend: ModelBackend
     adapt: Adapt
-
-
-@dataclass
-class Served:
-    """What happened to one request: filled in as the chain runs."""
-
-    model_id: str | None = None  # the model whose answer is streamed
-    replica: str | None = None  # its replica, as the first chunk tells
-    calls: int = 0  # model calls made
-    passed_over: list[str] = field(default_factory=list)  # models failed or skipped
 
 
 @dataclass(frozen=True)
@@ -55,6 +46,15 @@ class ChainEvents:
 
     failed: Callable[[str, str], None] = lambda _model, _reason: None
     fallback: Callable[[str, str], None] = lambda _from, _to: None
+
+
+@dataclass
+class _Walk:
+    """One request's way along the chain (local to one `start`)."""
+
+    deadline: float
+    calls: int = 0
+    passed_over: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,11 @@ def verdict(exc: BaseException) -> Verdict:
 
 
 class ChainBackend:
+    """A `GenerationBackend` over a chain of models; holds no per-request state."""
+
     def __init__(
         self,
-        links: list[Link],
+        links: Sequence[Link],
         config: RoutingConfig,
         breakers: Breakers,
         events: ChainEvents | None = None,
@@ -98,27 +100,33 @@ class ChainBackend:
     ):
         if not links:
             raise ValueError("a chain needs at least one model")
-        self._links = links
+        self._links = tuple(links)
         self._config = config
         self._breakers = breakers
         self._events = events or ChainEvents()
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter
-        self.served = Served()
 
-    async def max_model_len(self) -> int:
-        return await self._links[0].backend.max_model_len()
+    @property
+    def model_ids(self) -> tuple[str, ...]:
+        return tuple(link.model_id for link in self._links)
 
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
-        """The chunks of the first model that starts; raises the last error if none does.
+    async def start(self, request: GenerationRequest) -> Started:
+        """The first model that starts, with who it is and who was passed over; raises the
+        last error if none does (a client error at once, without trying the next).
 
-        After the first chunk a failure is raised as it is (no retry); it counts against
-        the model's breaker only if it is the model's own (see `verdict`)."""
-        deadline = self._clock() + self._config.timeout_s
-        link, first, chunks = await self._start(request, deadline)
+        After the first chunk a failure is raised from `rest` as it is (no retry); it
+        counts against the model's breaker only if it is the model's own (`verdict`)."""
+        walk = _Walk(self._clock() + self._config.timeout_s)
+        link, first, chunks = await self._start(request, walk)
+        served = Served(link.model_id, first.replica, walk.calls, tuple(walk.passed_over))
+        return Started(served, first, self._rest(link, chunks, walk.deadline))
+
+    async def _rest(
+        self, link: Link, chunks: AsyncIterator[GenerationChunk], deadline: float
+    ) -> AsyncGenerator[GenerationChunk, None]:
         try:
-            yield first
             while True:
                 remaining = deadline - self._clock()
                 try:
@@ -137,13 +145,13 @@ class ChainBackend:
             await _close(chunks)
 
     async def _start(
-        self, request: GenerationRequest, deadline: float
+        self, request: GenerationRequest, walk: _Walk
     ) -> tuple[Link, GenerationChunk, AsyncIterator[GenerationChunk]]:
         """Walk the chain until a model sends its first chunk."""
         error: BaseException | None = None
         previous: str | None = None
         for index, link in enumerate(self._links):
-            if self.served.calls >= self._config.max_attempts:
+            if walk.calls >= self._config.max_attempts:
                 break
             if previous is not None:
                 self._events.fallback(previous, link.model_id)
@@ -151,20 +159,20 @@ class ChainBackend:
             breaker = self._breakers[link.model_id]
             attempt = breaker.attempt()
             if attempt is None:
-                self._passed_over(link, "circuit_open")
+                self._passed_over(walk, link, "circuit_open")
                 error = Overloaded(
                     f"Model '{link.model_id}' is failing; its circuit is open.",
                     retry_after_s=max(breaker.retry_in_s(), self._config.retry_after_s),
                 )
                 continue
             try:  # every way out of here, cancellation included, settles the attempt
-                outcome = await self._call(link, attempt, request, index > 0, deadline)
+                outcome = await self._call(link, attempt, request, index > 0, walk)
             finally:
                 attempt.release()
             if isinstance(outcome, tuple):
                 return outcome
             error = outcome
-            if isinstance(error, GatewayTimeout) and deadline <= self._clock():
+            if isinstance(error, GatewayTimeout) and walk.deadline <= self._clock():
                 break
         raise self._exhausted(error)
 
@@ -174,7 +182,7 @@ class ChainBackend:
         attempt: Attempt,
         request: GenerationRequest,
         fallback: bool,
-        deadline: float,
+        walk: _Walk,
     ) -> tuple[Link, GenerationChunk, AsyncIterator[GenerationChunk]] | BaseException:
         """One model's try: its first chunk, or the error to move on with.
 
@@ -183,14 +191,14 @@ class ChainBackend:
         try:
             tailored = await link.adapt(request) if fallback else request
         except APIError as exc:  # e.g. the prompt does not fit this model's context
-            self._passed_over(link, "does_not_fit")
+            self._passed_over(walk, link, "does_not_fit")
             return exc
-        if self.served.calls > 0:
-            await self._backoff(deadline)
-        remaining = deadline - self._clock()
+        if walk.calls > 0:
+            await self._backoff(walk)
+        remaining = walk.deadline - self._clock()
         if remaining <= 0:
             return self._timed_out()
-        self.served.calls += 1
+        walk.calls += 1
         chunks = link.backend.stream(tailored)
         timeout = min(self._config.first_token_timeout(link.model_id), remaining)
         try:
@@ -203,14 +211,12 @@ class ChainBackend:
                 attempt.failure()
             if not judged.try_next:
                 raise
-            self._passed_over(link, judged.reason)
+            self._passed_over(walk, link, judged.reason)
             return self._reported(link, exc, timeout)
         except BaseException:  # cancelled: the client left or the request timed out
             await _close(chunks)
             raise
         attempt.success()
-        self.served.model_id = link.model_id
-        self.served.replica = first.replica
         return link, first, chunks
 
     def _reported(self, link: Link, exc: Exception, timeout: float) -> BaseException:
@@ -233,16 +239,13 @@ class ChainBackend:
             f"The request exceeded its time limit ({self._config.timeout_s:g} s)."
         )
 
-    def _passed_over(self, link: Link, reason: str) -> None:
-        self.served.passed_over.append(link.model_id)
+    def _passed_over(self, walk: _Walk, link: Link, reason: str) -> None:
+        walk.passed_over.append(link.model_id)
         self._events.failed(link.model_id, reason)
 
-    async def _backoff(self, deadline: float) -> None:
-        bound = min(
-            self._config.backoff_max_s,
-            self._config.backoff_s * 2 ** (self.served.calls - 1),
-        )
-        wait = min(self._jitter() * bound, max(deadline - self._clock(), 0.0))
+    async def _backoff(self, walk: _Walk) -> None:
+        bound = min(self._config.backoff_max_s, self._config.backoff_s * 2 ** (walk.calls - 1))
+        wait = min(self._jitter() * bound, max(walk.deadline - self._clock(), 0.0))
         if wait > 0:
             await self._sleep(wait)
 

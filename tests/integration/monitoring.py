@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import yaml
 
-from loadtests.harness import free_port
+from tests.ports import free_port
 
 
 class Daemon:

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.app import build_cache
+from gateway.build import build_cache
 from gateway.cache.config import CacheConfig, TenantCache
 from gateway.cache.redis_store import CachedAnswer
-from gateway.cache.service import CacheMetrics, Embed, Lookup, ResponseCache
+from gateway.cache.service import CacheMetrics, CacheQuery, Embed, Lookup, ResponseCache
 from loadtests.eval_cache import load_pairs
 from schemas.openai import ChatCompletionRequest
 from tests.integration.conftest import ROOT, RedisServer, wait_until
@@ -94,7 +94,7 @@ async def lookup(
     max_tokens: int = 64,
     cache_control: str | None = None,
 ) -> Lookup:
-    return await cache.lookup(tenant, settings, "m", req, max_tokens, cache_control)
+    return await cache.lookup(CacheQuery.of(tenant, settings, "m", max_tokens, cache_control), req)
 
 
 async def store(cache: ResponseCache, req: ChatCompletionRequest, text: str, **kw: Any) -> Lookup:

@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 
 from gateway.quota.buckets import InMemoryBuckets, Limit
 from gateway.quota.redis_store import BucketCharge, QuotaStoreUnavailable, RedisQuotaStore
-from loadtests.harness import free_port
+from tests.fakes import Clock
 from tests.integration.conftest import RedisServer
-from tests.unit.quota_fakes import Clock
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -14,10 +13,9 @@ import yaml
 
 from observability.dashboards import DASHBOARDS, OUT, render
 from observability.prometheus import RAY_SERVICE_DISCOVERY, RULES, prometheus_config
+from tests.paths import ROOT
 
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "observability" / "dashboard.schema.json").read_text()
-)
+SCHEMA = json.loads((ROOT / "observability" / "dashboard.schema.json").read_text())
 
 
 def shipped() -> dict[str, dict[str, Any]]:

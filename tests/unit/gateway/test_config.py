@@ -5,9 +5,8 @@ import pytest
 import yaml
 
 from deployments.config import resolve_model_source
-from gateway.app import build_app, deployment_name, load_config
-
-ROOT = Path(__file__).resolve().parents[2]
+from gateway.build import build_app, deployment_name, load_config
+from tests.paths import ROOT
 
 
 def app_section(path: Path) -> dict[str, Any]:

@@ -1,7 +1,5 @@
 """Prompt encoding and context checks of the LLM deployment, with the real tokenizer."""
 
-from pathlib import Path
-
 import pytest
 from transformers import AutoTokenizer
 
@@ -9,8 +7,9 @@ from deployments.llm import RequestCounters, sampling_params
 from deployments.prompt import PromptEncoder, check_fits
 from schemas.errors import ContextLengthExceeded, InvalidRequest
 from schemas.generation import GenerationRequest, SamplingOptions
+from tests.paths import MODELS
 
-MODEL = Path(__file__).resolve().parents[2] / "models" / "SmolLM2-135M-Instruct"
+MODEL = MODELS / "SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="module")

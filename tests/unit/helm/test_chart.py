@@ -15,11 +15,11 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from gateway.app import load_config
+from gateway.build import load_config
 from observability.dashboards import OUT as DASHBOARDS
 from observability.prometheus import RULES
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "raygate"
 KUBERNETES = "1.30.0"
 CORE_KINDS = {

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from deployments.llm import sampling_params
 from deployments.prompt import check_fits
-from gateway.generation import sampling_options
+from gateway.generation.plan import sampling_options
 from schemas.errors import ContextLengthExceeded, InvalidRequest
 from schemas.generation import INT64_MAX, INT64_MIN, SamplingOptions
 from schemas.openai import ChatCompletionRequest

@@ -9,7 +9,7 @@ from gateway.routing.planner import RoutePlanner
 from gateway.targets import LLMTarget
 from schemas.errors import ContextLengthExceeded, ModelNotFound, ServiceUnavailable
 from schemas.generation import GenerationRequest, SamplingOptions
-from tests.unit.routing_fakes import ScriptedModel, WordCounter
+from tests.fakes import ScriptedModel, WordCounter
 
 AUTO = {
     "name": "auto",
@@ -85,8 +85,8 @@ async def test_the_chain_follows_the_config_and_skips_what_the_tenant_may_not_us
     models["big"].fail_before = ServiceUnavailable("down")
     models["small"].fail_before = ServiceUnavailable("down")
     routed = await r.route("big", request(3, 8), lambda m: m != "small")
-    chunks = [c async for c in routed.chain.stream(routed.request)]
-    assert chunks and routed.chain.served.model_id == "other"
+    started = await routed.chain.start(routed.request)
+    assert started.first.text and started.served.model_id == "other"
     assert models["small"].calls == []
     # "other" has its own tokenizer: it got the prompt tokenized again, as ids
     assert models["other"].calls[0].prompt_token_ids == [0] * len("w w w")
@@ -96,7 +96,7 @@ async def test_a_fallback_with_the_same_tokenizer_gets_the_same_ids() -> None:
     r, models = router(fallbacks={"big": ["small"]})
     models["big"].fail_before = ServiceUnavailable("down")
     routed = await r.route("big", request(3, 8), lambda _: True)
-    [c async for c in routed.chain.stream(routed.request)]
+    await routed.chain.start(routed.request)
     assert models["small"].calls[0].prompt_token_ids == routed.request.prompt_token_ids
 
 

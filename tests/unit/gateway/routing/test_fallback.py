@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from ray.serve.exceptions import BackPressureError
 from gateway.routing.breaker import Breakers, State
 from gateway.routing.config import BreakerConfig, RoutingConfig
 from gateway.routing.fallback import ChainBackend, ChainEvents, Link, verdict
+from gateway.targets import Served
 from schemas.errors import (
     APIError,
     ContextLengthExceeded,
@@ -20,7 +23,7 @@ from schemas.errors import (
     ServiceUnavailable,
 )
 from schemas.generation import GenerationChunk, GenerationRequest, SamplingOptions
-from tests.unit.routing_fakes import ScriptedModel
+from tests.fakes import ScriptedModel
 
 REQUEST = GenerationRequest("r1", SamplingOptions(max_tokens=8), prompt_token_ids=[1, 2, 3])
 
@@ -62,8 +65,25 @@ def chain(
     )
 
 
-async def drain(backend: ChainBackend) -> list[GenerationChunk]:
-    return [chunk async for chunk in backend.stream(REQUEST)]
+@dataclass(frozen=True)
+class Drained:
+    chunks: list[GenerationChunk]
+    served: Served
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.chunks]
+
+
+async def drain(backend: ChainBackend) -> Drained:
+    started = await backend.start(REQUEST)
+    return Drained([chunk async for chunk in started.chunks()], started.served)
+
+
+async def chunks_of(backend: ChainBackend) -> AsyncIterator[GenerationChunk]:
+    started = await backend.start(REQUEST)
+    async for chunk in started.chunks():
+        yield chunk
 
 
 async def test_an_error_before_the_first_token_moves_to_the_next_model() -> None:
@@ -71,10 +91,10 @@ async def test_an_error_before_the_first_token_moves_to_the_next_model() -> None
     broken = ScriptedModel(fail_before=ServiceUnavailable("down"))
     spare = ScriptedModel(("x", "y"), replica="spare-1")
     backend = chain({"main": broken, "spare": spare}, rec)
-    chunks = await drain(backend)
-    assert [c.text for c in chunks] == ["x", "y"]
-    assert backend.served.model_id == "spare" and backend.served.replica == "spare-1"
-    assert backend.served.calls == 2 and backend.served.passed_over == ["main"]
+    run = await drain(backend)
+    assert run.texts == ["x", "y"]
+    assert run.served.model_id == "spare" and run.served.replica == "spare-1"
+    assert run.served.calls == 2 and run.served.passed_over == ("main",)
     assert rec.failed == [("main", "error")] and rec.fallbacks == [("main", "spare")]
     assert rec.waits == [0.1]  # backoff before the second call
     assert spare.calls == [REQUEST]
@@ -87,10 +107,9 @@ async def test_no_retry_after_the_first_token() -> None:
     backend = chain({"main": flaky, "spare": spare}, rec)
     got: list[str] = []
     with pytest.raises(RuntimeError, match="mid-stream"):
-        async for chunk in backend.stream(REQUEST):
+        async for chunk in chunks_of(backend):
             got.append(chunk.text)
     assert got == ["a", "b"] and spare.calls == []
-    assert backend.served.model_id == "main"
 
 
 async def test_first_token_timeout_cancels_the_call_and_falls_back() -> None:
@@ -98,7 +117,7 @@ async def test_first_token_timeout_cancels_the_call_and_falls_back() -> None:
     stalled = ScriptedModel(stall=True)
     spare = ScriptedModel(("ok",))
     backend = chain({"main": stalled, "spare": spare}, rec, first_token_timeout_s=0.05)
-    assert [c.text for c in await drain(backend)] == ["ok"]
+    assert (await drain(backend)).texts == ["ok"]
     assert stalled.closed == 1  # the stalled call was closed (Serve cancels it)
     assert rec.failed == [("main", "first_token_timeout")]
 
@@ -113,7 +132,7 @@ async def test_a_model_can_have_its_own_first_token_timeout() -> None:
         Breakers(settings.breaker),
         rec.events(),
     )
-    assert [c.text for c in await drain(backend)] == ["late"]  # 0.2 s > 0.05 s default
+    assert (await drain(backend)).texts == ["late"]  # 0.2 s > 0.05 s default
     assert rec.failed == [] and spare.calls == []
     assert settings.first_token_timeout("spare") == 0.05
 
@@ -177,10 +196,9 @@ async def test_open_circuit_skips_the_model_without_calling_it() -> None:
     for _ in range(2):
         await drain(chain({"main": broken, "spare": spare}, rec, breakers))
     assert breakers["main"].state is State.OPEN and len(broken.calls) == 2
-    backend = chain({"main": broken, "spare": spare}, rec, breakers)
-    await drain(backend)
+    run = await drain(chain({"main": broken, "spare": spare}, rec, breakers))
     assert len(broken.calls) == 2  # not called while open
-    assert backend.served.calls == 1 and rec.failed[-1] == ("main", "circuit_open")
+    assert run.served.calls == 1 and rec.failed[-1] == ("main", "circuit_open")
 
 
 async def test_attempts_are_bounded() -> None:
@@ -218,8 +236,8 @@ async def test_a_fallback_whose_context_is_too_small_is_passed_over() -> None:
         rec.events(),
         sleep=rec.sleep,
     )
-    assert [c.text for c in await drain(backend)] == ["ok"]
-    assert backend.served.passed_over == ["main", "small"]
+    run = await drain(backend)
+    assert run.texts == ["ok"] and run.served.passed_over == ("main", "small")
     assert ("small", "does_not_fit") in rec.failed
 
 
@@ -234,7 +252,7 @@ async def test_the_overall_deadline_ends_a_slow_stream_with_a_timeout() -> None:
     backend = chain({"main": Slow()}, rec, timeout_s=0.1, first_token_timeout_s=0.1)
     got: list[str] = []
     with pytest.raises(GatewayTimeout):
-        async for chunk in backend.stream(REQUEST):
+        async for chunk in chunks_of(backend):
             got.append(chunk.text)
     assert got == ["first"]
 
@@ -279,8 +297,8 @@ async def test_fifty_client_errors_leave_the_circuit_closed() -> None:
             await drain(chain({"main": refusing, "spare": ScriptedModel()}, rec, breakers))
     assert breakers["main"].state is State.CLOSED
     backend = chain({"main": ScriptedModel(("ok",)), "spare": ScriptedModel()}, rec, breakers)
-    assert [c.text for c in await drain(backend)] == ["ok"]
-    assert backend.served.model_id == "main" and backend.served.passed_over == []
+    run = await drain(backend)
+    assert run.texts == ["ok"] and run.served.model_id == "main" and run.served.passed_over == ()
 
 
 async def test_a_client_error_mid_stream_is_not_a_failure_but_a_model_error_is() -> None:

@@ -3,7 +3,7 @@
 import pytest
 
 from gateway.quota.buckets import BucketState, InMemoryBuckets, Limit, wait_ms
-from tests.unit.quota_fakes import Clock
+from tests.fakes import Clock
 
 PER_SEC = Limit(rate_per_min=60, burst=3)  # one unit per second, three at most
 

@@ -6,7 +6,7 @@ from gateway.auth import BucketLimit, KeyConfig, Limits, Principal, TenantConfig
 from gateway.quota.config import QuotaConfig
 from gateway.quota.policy import QuotaPolicy, duration
 from schemas.errors import QuotaUnavailable, RateLimited
-from tests.unit.quota_fakes import Clock, InMemoryQuotaStore
+from tests.fakes import Clock, InMemoryQuotaStore
 
 Decisions = list[tuple[str, str, str]]
 

@@ -1,0 +1,49 @@
+"""The HTTP API: one thin route module per API, assembled into one FastAPI app.
+
+Each route module has a plain class of handlers and its route table; `make_api` binds
+them to an app with the error handlers and the metrics middleware, in the replica
+(Serve calls it through the ingress's `__serve_build_asgi_app__`), so there is no
+module-level app and no decoration order to keep.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from gateway.api.embeddings import EmbeddingRoutes
+from gateway.api.generation import GenerationRoutes
+from gateway.api.models import ModelRoutes
+from gateway.api.rerank import RerankRoutes
+from gateway.errors import install_error_handlers
+from gateway.telemetry import RequestMetricsMiddleware
+
+if TYPE_CHECKING:
+    from gateway.build import Services
+
+
+def make_api(services: Services) -> FastAPI:
+    """The gateway's ASGI app over `services`."""
+    api = FastAPI(title="raygate", docs_url=None, redoc_url=None)
+    install_error_handlers(api)
+    paths: set[str] = set()
+    for routes in (
+        GenerationRoutes(services),
+        EmbeddingRoutes(services),
+        RerankRoutes(services),
+        ModelRoutes(services),
+    ):
+        for method, path, handler in routes.table():
+            api.add_api_route(path, handler, methods=[method])
+            paths.add(path)
+    known = frozenset(paths)
+
+    def route_label(path: str) -> str:
+        """A path's metrics label: one of the API's routes, else `other` (bounded)."""
+        return path if path in known else "other"
+
+    api.add_middleware(
+        RequestMetricsMiddleware, route_of=route_label, metrics=services.metrics.requests
+    )
+    return api

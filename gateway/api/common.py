@@ -1,0 +1,73 @@
+"""What every route module shares: who is calling, replying, metered model calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+
+from gateway import sse
+from gateway.auth import Principal
+from gateway.quota.config import RouteClass
+from gateway.quota.policy import Lease
+from gateway.telemetry import labels_of
+
+if TYPE_CHECKING:
+    from gateway.build import Services
+
+R = TypeVar("R")
+Handler = Callable[[Request], Awaitable[Response]]
+RouteTable = list[tuple[str, str, Handler]]  # method, path, handler
+
+
+def principal_of(services: Services, request: Request) -> Principal:
+    """Authenticate the request (401 otherwise) and label it with its tenant."""
+    principal = services.keys.authenticate(request.headers.get("authorization"))
+    labels_of(request).tenant = principal.tenant.id
+    return principal
+
+
+def json_reply(body: BaseModel, headers: Mapping[str, str]) -> Response:
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+
+
+def sse_reply(events: Any, headers: Mapping[str, str]) -> Response:
+    return StreamingResponse(events, media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **headers})
+
+
+class Metered(Protocol):
+    """A prepared call, admitted against the quota by its token count before it runs."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def reserved_tokens(self) -> int: ...
+
+
+async def metered(
+    services: Services,
+    request: Request,
+    principal: Principal,
+    route_class: RouteClass,
+    prepared: Metered,
+    call: Callable[[], Awaitable[R]],
+    used_tokens: Callable[[R], int],
+) -> tuple[R, Lease]:
+    """Admit against the quota, call the model, settle to the tokens it read (nothing is
+    charged unless the model answers)."""
+    labels = labels_of(request)
+    labels.model = prepared.model_id
+    lease = await services.quota.admit(principal, route_class, prepared.reserved_tokens)
+    used = 0
+    try:
+        result = await call()
+        used = used_tokens(result)
+    finally:
+        await asyncio.shield(services.quota.settle(lease, used))  # a cancelled call too
+        services.metrics.requests.count_tokens(labels.tenant, labels.model, used, 0)
+    return result, lease

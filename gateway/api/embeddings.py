@@ -1,0 +1,40 @@
+"""POST /v1/embeddings: parse, prepare (route, count tokens), metered call, JSON."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from gateway.api.common import RouteTable, json_reply, metered, principal_of
+from gateway.body import parse_body
+from schemas.openai import EmbeddingRequest
+
+if TYPE_CHECKING:
+    from gateway.build import Services
+
+
+class EmbeddingRoutes:
+    def __init__(self, services: Services):
+        self._services = services
+
+    def table(self) -> RouteTable:
+        return [("POST", "/v1/embeddings", self.embeddings)]
+
+    async def embeddings(self, request: Request) -> Response:
+        services = self._services
+        principal = principal_of(services, request)
+        body = parse_body(await request.body(), EmbeddingRequest)
+        prepared = await services.embeddings.prepare(body, principal.may_use)
+        response, lease = await metered(
+            services,
+            request,
+            principal,
+            "embeddings",
+            prepared,
+            partial(services.embeddings.embed, body, prepared),
+            lambda r: r.usage.prompt_tokens,
+        )
+        return json_reply(response, lease.headers)

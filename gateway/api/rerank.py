@@ -1,0 +1,86 @@
+"""POST /v1/rerank (Cohere/Jina), /rerank (text-embeddings-inference) and /v1/score (vLLM)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from gateway.api.common import RouteTable, json_reply, metered, principal_of
+from gateway.body import parse_body
+from schemas.errors import NotFound
+from schemas.rerank import RerankRequest, ScoreRequest, TeiRerankRequest
+
+if TYPE_CHECKING:
+    from gateway.build import Services
+
+
+class RerankRoutes:
+    def __init__(self, services: Services):
+        self._services = services
+
+    def table(self) -> RouteTable:
+        return [
+            ("POST", "/v1/rerank", self.rerank),
+            ("POST", "/rerank", self.tei_rerank),
+            ("POST", "/v1/score", self.score),
+        ]
+
+    async def rerank(self, request: Request) -> Response:
+        services = self._services
+        principal = principal_of(services, request)
+        body = parse_body(await request.body(), RerankRequest)
+        pairs = [(body.query, doc) for doc in body.texts()]
+        prepared = await services.rerank.prepare(body.model, pairs, principal.may_use)
+        response, lease = await metered(
+            services,
+            request,
+            principal,
+            "rerank",
+            prepared,
+            partial(services.rerank.rerank, prepared, body.top_n, body.return_documents),
+            lambda r: r.usage.total_tokens,
+        )
+        return json_reply(response, lease.headers)
+
+    async def tei_rerank(self, request: Request) -> Response:
+        """Hugging Face text-embeddings-inference's rerank route, on the first reranker."""
+        services = self._services
+        principal = principal_of(services, request)
+        body = parse_body(await request.body(), TeiRerankRequest)
+        model = services.rerank.default_model
+        if model is None:
+            raise NotFound("No reranker is deployed.")
+        pairs = [(body.query, text) for text in body.texts]
+        prepared = await services.rerank.prepare(model, pairs, principal.may_use, "texts")
+        (ranks, _), lease = await metered(
+            services,
+            request,
+            principal,
+            "rerank",
+            prepared,
+            partial(services.rerank.tei_rerank, prepared, body.return_text),
+            lambda r: r[1],
+        )
+        payload = "[" + ",".join(r.model_dump_json() for r in ranks) + "]"
+        return Response(payload, media_type="application/json", headers=lease.headers)
+
+    async def score(self, request: Request) -> Response:
+        services = self._services
+        principal = principal_of(services, request)
+        body = parse_body(await request.body(), ScoreRequest)
+        prepared = await services.rerank.prepare(
+            body.model, body.pairs(), principal.may_use, "text_2"
+        )
+        response, lease = await metered(
+            services,
+            request,
+            principal,
+            "rerank",
+            prepared,
+            partial(services.rerank.score, prepared),
+            lambda r: r.usage.total_tokens,
+        )
+        return json_reply(response, lease.headers)

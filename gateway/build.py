@@ -1,0 +1,264 @@
+"""From config to a running gateway: the Serve graph and the gateway's services.
+
+`build_app(args)` is what serve_config.yaml's `import_path` names: it validates the args
+once, binds one deployment per model and the gateway ingress over their handles.
+`build_services(...)` turns the config and the deployments (as backends) into the
+services the HTTP routes call; it needs no Ray, so tests call it with fakes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+from ray import serve
+from ray.serve import Application, Deployment
+from ray.serve.handle import DeploymentHandle
+
+from deployments.config import LLMModelConfig, resolve_model_source
+from deployments.embedder import EmbedderDeployment
+from deployments.faults import FaultyLLMDeployment
+from deployments.llm import LLMDeployment
+from deployments.prompt import PromptEncoder, load_prompt_encoder, load_text_token_counter
+from deployments.reranker import RerankerDeployment
+from gateway.api import make_api
+from gateway.auth import KeyRing, TenantsFile, load_tenants
+from gateway.backends import Backends, Handles, Probe, serve_backends
+from gateway.cache.config import CacheConfig
+from gateway.cache.redis_store import RedisCacheStore
+from gateway.cache.service import CacheMetrics, Embed, ResponseCache
+from gateway.config import AppConfig
+from gateway.embeddings import EmbedderTarget, EmbeddingService
+from gateway.generation.service import GenerationService
+from gateway.metrics import GatewayMetrics
+from gateway.quota.policy import QuotaPolicy
+from gateway.quota.redis_store import RedisQuotaStore
+from gateway.redis_conn import redis_client
+from gateway.rerank import RerankerTarget, RerankService
+from gateway.routing.catalog import ModelCatalog
+from gateway.routing.planner import RoutePlanner
+from gateway.targets import LLMTarget
+from schemas.embeddings import EmbeddingResult
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the HTTP routes of one gateway replica call."""
+
+    config: AppConfig
+    keys: KeyRing
+    metrics: GatewayMetrics
+    quota: QuotaPolicy
+    cache: ResponseCache | None
+    generation: GenerationService
+    embeddings: EmbeddingService
+    rerank: RerankService
+    probes: Mapping[str, Probe]  # every deployment's health check, by model id
+    created: int  # when the models came up (the `created` of /v1/models)
+
+
+def load_config(args: Mapping[str, Any]) -> AppConfig:
+    try:
+        return AppConfig.model_validate(dict(args))
+    except ValidationError as exc:
+        raise ValueError(f"invalid raygate application config:\n{exc}") from None
+
+
+def _password(env: str | None) -> str | None:
+    return os.environ.get(env) if env else None
+
+
+def build_cache(config: CacheConfig, embed: Embed | None, metrics: CacheMetrics) -> ResponseCache:
+    password = _password(config.redis_password_env)
+    store = RedisCacheStore(
+        redis_client(config.redis_url, password, config.timeout_s),
+        config.timeout_s,
+        config.key_prefix,
+        config.stream_maxlen,
+    )
+    # The follower blocks on the entry stream for up to a second at a time.
+    follower = RedisCacheStore(
+        redis_client(config.redis_url, password, 2.0 + config.timeout_s),
+        2.0 + config.timeout_s,
+        config.key_prefix,
+        config.stream_maxlen,
+    )
+    return ResponseCache(config, store, follower, embed, metrics)
+
+
+async def _embed_one(target: EmbedderTarget, text: str) -> Any:
+    result: EmbeddingResult = await target.backend.embed([text])
+    return result.vectors[0]
+
+
+@dataclass(frozen=True)
+class _Targets:
+    llms: dict[str, LLMTarget]
+    embedders: dict[str, EmbedderTarget]
+    rerankers: dict[str, RerankerTarget]
+
+
+def _targets(config: AppConfig, sources: Mapping[str, str], backends: Backends) -> _Targets:
+    """Each backend with its model's tokenizer (loaded from `sources`: id -> folder)."""
+    # One encoder per model folder: loaded once, and fallbacks that share it reuse the ids.
+    encoders: dict[str, PromptEncoder] = {}
+    for name in backends.llms:
+        encoders.setdefault(sources[name], load_prompt_encoder(sources[name]))
+    return _Targets(
+        llms={name: LLMTarget(b, encoders[sources[name]]) for name, b in backends.llms.items()},
+        embedders={
+            e.id: EmbedderTarget(
+                backends.embedders[e.id], load_text_token_counter(sources[e.id]), e.truncate
+            )
+            for e in config.embedders
+        },
+        rerankers={
+            r.id: RerankerTarget(
+                backends.rerankers[r.id],
+                load_text_token_counter(sources[r.id]),
+                r.kind,
+                r.max_documents,
+                r.truncate,
+            )
+            for r in config.rerankers
+        },
+    )
+
+
+def _quota(config: AppConfig, metrics: GatewayMetrics) -> QuotaPolicy:
+    q = config.quota
+    redis = redis_client(q.redis_url, _password(q.redis_password_env), q.timeout_s)
+    return QuotaPolicy(RedisQuotaStore(redis, q.timeout_s), q, metrics.record_quota_decision)
+
+
+def build_services(
+    config: AppConfig,
+    tenants: TenantsFile,
+    sources: Mapping[str, str],
+    backends: Backends,
+    metrics: GatewayMetrics,
+) -> Services:
+    """The services of one gateway replica. Loads the models' tokenizers and makes the
+    Redis clients (which connect on first use)."""
+    targets = _targets(config, sources, backends)
+    quota = _quota(config, metrics)
+    cache = None
+    if config.cache is not None:
+        embedder = config.cache.embedder
+        embed = None if embedder is None else partial(_embed_one, targets.embedders[embedder])
+        cache = build_cache(config.cache, embed, metrics.cache_metrics())
+    planner = RoutePlanner(
+        targets.llms,
+        {a: m.id for m in config.models for a in m.aliases},
+        config.routing,
+        metrics.chain_events(),
+        metrics.record_breaker,
+    )
+    emb_aliases = {a: e.id for e in config.embedders for a in e.aliases}
+    rr_aliases = {a: r.id for r in config.rerankers for a in r.aliases}
+    return Services(
+        config=config,
+        keys=KeyRing(tenants, config.auth),
+        metrics=metrics,
+        quota=quota,
+        cache=cache,
+        generation=GenerationService(planner, quota, cache, metrics),
+        embeddings=EmbeddingService(ModelCatalog(targets.embedders, emb_aliases)),
+        rerank=RerankService(ModelCatalog(targets.rerankers, rr_aliases)),
+        probes=backends.probes,
+        created=int(time.time()),
+    )
+
+
+# ------------------------------------------------------------------------ the Serve graph
+
+
+class Gateway:
+    """The ingress deployment's class (build_app applies `serve.ingress`): in each replica it
+    builds the services over the deployments' handles, then the HTTP app over them."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        tenants: TenantsFile,
+        sources: Mapping[str, str],
+        llms: Mapping[str, DeploymentHandle],
+        embedders: Mapping[str, DeploymentHandle],
+        rerankers: Mapping[str, DeploymentHandle],
+    ):
+        backends = serve_backends(
+            Handles(llms, embedders, rerankers), config.gateway.ready_timeout_s
+        )
+        self._services = build_services(config, tenants, sources, backends, GatewayMetrics())
+        if self._services.cache is not None:
+            self._services.cache.start()  # Serve runs constructors on the replica's loop
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve's hook, called in the replica after the constructor: the HTTP app."""
+        return make_api(self._services)
+
+
+def as_deployment(decorated: Any) -> Deployment:
+    """`serve.deployment` turns a class into a Deployment; its type stub keeps the class."""
+    return cast(Deployment, decorated)
+
+
+def deployment_name(kind: str, model_id: str) -> str:
+    return f"{kind}-{re.sub(r'[^A-Za-z0-9_-]', '_', model_id)}"
+
+
+def llm_options(model: LLMModelConfig) -> dict[str, Any]:
+    options = model.deployment.deployment_options(deployment_name("llm", model.id))
+    if model.prefix_affinity is not None:
+        options["request_router_config"] = model.prefix_affinity.request_router_config()
+    return options
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """The Serve application for `args` (serve_config.yaml's `args`); fails fast if invalid.
+
+    Relative paths (model folders, the tenants file) are resolved against the working
+    directory; keys given by environment variable are read and hashed here.
+    """
+    config = load_config(args)
+    base = Path.cwd()
+    tenants = load_tenants(base / config.auth.tenants_file)
+    KeyRing(tenants, config.auth)  # fail now on an unknown anonymous tenant
+    sources = {m.id: resolve_model_source(m.model, base) for m in config.models}
+    sources |= {e.id: resolve_model_source(e.model, base) for e in config.embedders}
+    sources |= {r.id: resolve_model_source(r.model, base) for r in config.rerankers}
+    llms = {
+        m.id: as_deployment(LLMDeployment).options(**llm_options(m)).bind(m, sources[m.id])
+        for m in config.models
+    }
+    faults = {
+        f.id: as_deployment(FaultyLLMDeployment)
+        .options(**f.deployment.deployment_options(deployment_name("llm", f.id)))
+        .bind(f, llms[f.wraps])
+        for f in config.fault_injection
+    }
+    sources |= {f.id: sources[f.wraps] for f in config.fault_injection}
+    embedders = {
+        e.id: as_deployment(EmbedderDeployment)
+        .options(**e.deployment.deployment_options(deployment_name("embedder", e.id)))
+        .bind(e, sources[e.id])
+        for e in config.embedders
+    }
+    rerankers = {
+        r.id: as_deployment(RerankerDeployment)
+        .options(**r.deployment.deployment_options(deployment_name("reranker", r.id)))
+        .bind(r, sources[r.id])
+        for r in config.rerankers
+    }
+    gateway = as_deployment(serve.deployment(serve.ingress()(Gateway)))
+    return gateway.options(**config.gateway.deployment.deployment_options("gateway")).bind(
+        config, tenants, sources, {**llms, **faults}, embedders, rerankers
+    )

@@ -1,0 +1,1 @@
+"""Chat completions and completions: plan, admit, look up, run, settle (see service.py)."""

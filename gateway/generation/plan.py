@@ -1,0 +1,89 @@
+"""A generation request's plan and outcome, both values.
+
+The plan is everything decided before the request is admitted: the route (model,
+fallback chain, prompt as token ids, room for the answer), the quota charge, and how the
+cache is to be asked. The outcome is what the request used and who answered, built once
+it has ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.cache.service import CacheQuery, Lookup
+from gateway.routing.planner import Routed
+from gateway.targets import Served
+from schemas.generation import GenerationRequest, SamplingOptions
+from schemas.openai import ChatCompletionRequest, CompletionRequest
+
+Body = ChatCompletionRequest | CompletionRequest
+
+
+@dataclass(frozen=True)
+class Plan:
+    body: Body
+    route: Routed
+    cache: CacheQuery | None  # None: no cache is configured
+
+    @property
+    def model_id(self) -> str:
+        """The model routed to (the cache's partition); the outcome says who answered."""
+        return self.route.model_id
+
+    @property
+    def reserved_tokens(self) -> int:
+        """The quota charge at admission: the prompt and all the answer may use."""
+        return self.route.prompt_tokens + self.route.max_tokens
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a generation request ended."""
+
+    plan: Plan
+    lookup: Lookup | None  # the cache's answer to the plan's query (None: not asked)
+    served: Served | None  # None: no model started (refused, failed before it)
+    completion_tokens: int = 0
+
+    @property
+    def model_id(self) -> str:
+        return self.served.model_id if self.served is not None else self.plan.model_id
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.plan.route.prompt_tokens
+
+    @property
+    def used_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def sampling_options(req: Body) -> SamplingOptions:
+    return SamplingOptions(
+        max_tokens=req.token_limit(),
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        min_p=req.min_p,
+        seed=req.seed,
+        stop=req.stop_list(),
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        repetition_penalty=req.repetition_penalty,
+        ignore_eos=req.ignore_eos,
+        min_tokens=req.min_tokens,
+    )
+
+
+def generation_request(req: Body, request_id: str) -> GenerationRequest:
+    """The streaming contract's request for an OpenAI body (its prompt not yet tokenized)."""
+    sampling, key = sampling_options(req), req.prompt_cache_key or req.user
+    if isinstance(req, ChatCompletionRequest):
+        messages: list[tuple[str, str]] = [(m.role, m.text()) for m in req.messages]
+        return GenerationRequest(request_id, sampling, messages=messages, affinity_key=key)
+    prompt = req.prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        ids = [int(t) for t in prompt]
+        return GenerationRequest(request_id, sampling, prompt_token_ids=ids, affinity_key=key)
+    text = prompt if isinstance(prompt, str) else str(prompt[0])
+    return GenerationRequest(request_id, sampling, prompt=text, affinity_key=key)

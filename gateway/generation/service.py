@@ -1,0 +1,179 @@
+"""Chat completions and completions without HTTP, in one visible order.
+
+    plan   route (alias, `auto`, access), tokenize, check the context, price the quota
+           charge, decide how the cache is asked                      -> Plan (a value)
+    admit  reserve the charge from the tenant's and key's buckets     -> Lease
+    cache  look the request up                                        -> Lookup
+    run    the backend stack, outermost first: cache (replay or record) -> timing ->
+           fallback chain -> Serve handles; wait for the first chunk  -> Started
+    settle however it ends, with what it used and who answered        -> Outcome (a value)
+
+The route module (gateway.api.generation) only parses the body and sends the Reply as
+JSON or SSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from gateway.auth import Principal
+from gateway.cache.service import CacheQuery, Lookup
+from gateway.generation.plan import Body, Outcome, Plan, generation_request
+from gateway.generation.render import Ended, Frame, collect, renderer, stream
+from gateway.metrics import GatewayMetrics
+from gateway.quota.policy import Lease, QuotaPolicy
+from gateway.routing.planner import RoutePlanner
+from gateway.targets import GenerationBackend, Started
+from gateway.telemetry import RequestLabels, TimedBackend
+from schemas.generation import GenerationChunk
+from schemas.openai import ChatCompletionRequest
+
+
+class Cache(Protocol):
+    """What the generation path needs of the response cache (gateway.cache.ResponseCache)."""
+
+    async def lookup(self, query: CacheQuery, req: Body) -> Lookup: ...
+
+    def wrap(
+        self, backend: GenerationBackend, lookup: Lookup, model_id: str, prompt_tokens: int
+    ) -> GenerationBackend: ...
+
+    def charge(self, lookup: Lookup, tokens: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, as the HTTP layer knows it."""
+
+    principal: Principal
+    labels: RequestLabels  # the request's metrics labels (the middleware reads them)
+    cache_control: str | None = None  # the Cache-Control request header
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to send: `body` as JSON, or `events` as SSE; `headers` either way."""
+
+    headers: dict[str, str]
+    body: BaseModel | None = None
+    events: AsyncGenerator[str, None] | None = None
+
+
+class GenerationService:
+    def __init__(
+        self,
+        planner: RoutePlanner,
+        quota: QuotaPolicy,
+        cache: Cache | None,
+        metrics: GatewayMetrics,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._planner = planner
+        self._quota = quota
+        self._cache = cache
+        self._metrics = metrics
+        self._clock = clock
+
+    async def plan(self, body: Body, principal: Principal, cache_control: str | None) -> Plan:
+        """Everything decided before admission; calls no model.
+
+        Raises ModelNotFound (unknown model, or one the tenant may not use),
+        ContextLengthExceeded and InvalidRequest (the prompt or its options)."""
+        prefix = "chatcmpl" if isinstance(body, ChatCompletionRequest) else "cmpl"
+        request = generation_request(body, f"{prefix}-{uuid.uuid4().hex}")
+        route = await self._planner.route(body.model, request, principal.may_use)
+        query = None
+        if self._cache is not None:
+            tenant = principal.tenant
+            query = CacheQuery.of(
+                tenant.id, tenant.cache, route.model_id, route.max_tokens, cache_control
+            )
+        return Plan(body, route, query)
+
+    async def generate(self, body: Body, caller: Caller) -> Reply:
+        """Plan, admit, look up, run; the reply once the first chunk is in.
+
+        Raises before the first chunk, as a typed error with its HTTP status: the
+        plan's errors, RateLimited / QuotaUnavailable (admission), NotCached
+        (`only-if-cached` and no answer), the chain's Overloaded / ServiceUnavailable /
+        GatewayTimeout, or a model's client error. After it, a failure ends the SSE
+        stream with an error event (a non-streamed request raises it). The quota is
+        settled on every way out, the client leaving included."""
+        plan = await self.plan(body, caller.principal, caller.cache_control)
+        self._metrics.record_route(plan.route.decision, plan.model_id)
+        lease: Lease | None = None
+        lookup: Lookup | None = None
+        try:
+            lease = await self._quota.admit(caller.principal, "generation", plan.reserved_tokens)
+            lookup = await self._lookup(plan)
+            started = await self._backend(plan, lookup, caller.labels).start(plan.route.request)
+        except BaseException:
+            await self._settle(lease, Outcome(plan, lookup, None), caller.labels)
+            raise
+        assert lease is not None
+
+        async def ended(last: GenerationChunk) -> None:
+            outcome = Outcome(plan, lookup, started.served, last.completion_tokens)
+            await self._settle(lease, outcome, caller.labels)
+
+        return await self._reply(plan, lease, lookup, started, ended)
+
+    async def _lookup(self, plan: Plan) -> Lookup | None:
+        if self._cache is None or plan.cache is None:
+            return None
+        lookup = await self._cache.lookup(plan.cache, plan.body)
+        refusal = lookup.refusal()
+        if refusal is not None:
+            raise refusal
+        return lookup
+
+    def _backend(
+        self, plan: Plan, lookup: Lookup | None, labels: RequestLabels
+    ) -> GenerationBackend:
+        """The backend stack, composed here and only here: cache -> timing -> fallback
+        chain -> Serve handles. Timing sits below the cache: a replay is no model latency."""
+        backend: GenerationBackend = TimedBackend(plan.route.chain, self._metrics.requests, labels)
+        if self._cache is not None and lookup is not None:
+            backend = self._cache.wrap(backend, lookup, plan.model_id, plan.route.prompt_tokens)
+        return backend
+
+    async def _reply(
+        self,
+        plan: Plan,
+        lease: Lease,
+        lookup: Lookup | None,
+        started: Started,
+        ended: Ended,
+    ) -> Reply:
+        headers = {
+            **lease.headers,
+            **(lookup.headers() if lookup else {}),
+            **started.served.headers(),
+        }
+        frame = Frame(plan.route.request.request_id, int(self._clock()), started.served.model_id)
+        render = renderer(plan.body, frame)
+        if plan.body.stream:
+            return Reply(headers, events=stream(started, render, ended))
+        text, last = await collect(started, ended)
+        return Reply(headers, body=render.whole(text, last))
+
+    async def _settle(self, lease: Lease | None, outcome: Outcome, labels: RequestLabels) -> None:
+        """Label the request with who answered; count tokens and settle the quota lease
+        (shielded: a cancelled request still returns its unused tokens)."""
+        labels.model = outcome.model_id
+        if lease is None:  # refused at admission: nothing was reserved
+            return
+        self._metrics.requests.count_tokens(
+            labels.tenant, outcome.model_id, outcome.prompt_tokens, outcome.completion_tokens
+        )
+        charge = outcome.used_tokens
+        if self._cache is not None and outcome.lookup is not None:
+            charge = self._cache.charge(outcome.lookup, charge)
+        await asyncio.shield(self._quota.settle(lease, charge))

@@ -1,0 +1,201 @@
+"""The unit tests' fakes, one of each: each implements the interface the real part has.
+
+`ScriptedModel` is a model backend (a Serve handle in the app) that answers, fails or
+stalls on cue; `WordCounter` stands in for a tokenizer; `InMemoryQuotaStore` is the
+quota store over the reference bucket arithmetic; `RecordingCache` is the response cache
+as the generation path sees it. All that log, log into one `Log` so tests can check the
+order of events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+
+from gateway.cache.redis_store import CachedAnswer
+from gateway.cache.replay import RecordingBackend, ReplayBackend
+from gateway.cache.service import CacheQuery, Lookup
+from gateway.quota.buckets import BucketState, Decision, InMemoryBuckets
+from gateway.quota.redis_store import AdmitResult, BucketCharge, QuotaStoreUnavailable
+from gateway.targets import GenerationBackend, Served
+from schemas.generation import FinishReason, GenerationChunk, GenerationRequest
+from schemas.openai import ChatCompletionRequest, CompletionRequest
+
+Body = ChatCompletionRequest | CompletionRequest
+
+Log = list[str]
+
+
+class ScriptedModel:
+    """Streams `pieces`; `fail_before` raises before the first chunk, `fail_after` after
+    that many chunks, `stall` waits forever for its first chunk (until cancelled), `delay_s`
+    is how long the first chunk takes."""
+
+    def __init__(
+        self,
+        pieces: tuple[str, ...] = ("a", "b", "c"),
+        fail_before: BaseException | None = None,
+        fail_after: int | None = None,
+        stall: bool = False,
+        context: int = 2048,
+        replica: str = "r1",
+        delay_s: float = 0.0,
+        finish: FinishReason = "stop",
+        prompt_tokens: int = 5,
+        log: Log | None = None,
+    ):
+        self.pieces = pieces
+        self.fail_before = fail_before
+        self.fail_after = fail_after
+        self.stall = stall
+        self.context = context
+        self.replica = replica
+        self.delay_s = delay_s
+        self.finish = finish
+        self.prompt_tokens = prompt_tokens
+        self.log = log if log is not None else []
+        self.calls: list[GenerationRequest] = []
+        self.called = asyncio.Event()  # set by the first call
+        self.closed = 0
+
+    async def max_model_len(self) -> int:
+        return self.context
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        self.calls.append(request)
+        self.log.append("model")
+        self.called.set()
+        try:
+            if self.stall:
+                await asyncio.Event().wait()  # never set: only a timeout ends it
+            await asyncio.sleep(self.delay_s)
+            if self.fail_before is not None:
+                raise self.fail_before
+            for i, piece in enumerate(self.pieces):
+                if self.fail_after is not None and i == self.fail_after:
+                    raise RuntimeError("engine died mid-stream")
+                last = i == len(self.pieces) - 1
+                yield GenerationChunk(
+                    piece,
+                    self.prompt_tokens,
+                    i + 1,
+                    self.finish if last else None,
+                    self.replica if i == 0 else None,
+                )
+        finally:
+            self.closed += 1
+
+
+class WordCounter:
+    """One token per word of each message (and 1 per message), or per word of a prompt;
+    each token's id is the length of its text."""
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        if request.prompt_token_ids is not None:
+            return list(request.prompt_token_ids)
+        if request.prompt is not None:
+            return [len(word) for word in request.prompt.split()]
+        assert request.messages is not None
+        return [len(text) for _, text in request.messages for _ in range(1 + len(text.split()))]
+
+
+@dataclass
+class Clock:
+    now_ms: int = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+@dataclass
+class InMemoryQuotaStore:
+    clock: Clock
+    down: bool = False
+    leases: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> id -> expiry
+
+    def __post_init__(self) -> None:
+        self.buckets = InMemoryBuckets(self.clock)
+
+    def _live(self, lease_key: str) -> dict[str, int]:
+        now = self.clock()
+        live = {i: exp for i, exp in self.leases.get(lease_key, {}).items() if exp > now}
+        self.leases[lease_key] = live
+        return live
+
+    log: Log = field(default_factory=list)
+
+    async def admit(
+        self,
+        lease_key: str,
+        lease_id: str,
+        lease_ttl_ms: int,
+        max_leases: int | None,
+        charges: Sequence[BucketCharge],
+    ) -> AdmitResult:
+        self.log.append("admit")
+        if self.down:
+            raise QuotaStoreUnavailable("down")
+        live = self._live(lease_key)
+        if max_leases is not None and len(live) >= max_leases:
+            levels = [self.buckets._level(c.key, c.limit, self.clock()) for c in charges]
+            states = [BucketState(c.limit, lvl) for c, lvl in zip(charges, levels, strict=True)]
+            return AdmitResult(Decision(False, states, None, 1000), len(live))
+        decision = self.buckets.take(
+            [c.key for c in charges], [c.limit for c in charges], [c.amount for c in charges]
+        )
+        if decision.admitted:
+            live[lease_id] = self.clock() + lease_ttl_ms
+        return AdmitResult(decision, len(live))
+
+    async def settle(self, lease_key: str, lease_id: str, refunds: Sequence[BucketCharge]) -> bool:
+        self.log.append("settle")
+        if self.down:
+            raise QuotaStoreUnavailable("down")
+        if self._live(lease_key).pop(lease_id, None) is None:
+            return False
+        for r in refunds:
+            if r.amount > 0:
+                self.buckets.refund(r.key, r.limit, r.amount)
+        return True
+
+
+@dataclass
+class RecordingCache:
+    """The response cache as the generation path uses it, in memory: `answers` by the
+    request's last user text; misses are recorded into `answers`."""
+
+    log: Log = field(default_factory=list)
+    answers: dict[str, CachedAnswer] = field(default_factory=dict)
+    hit_charge: float = 0.0
+    _asked: dict[int, str] = field(default_factory=dict)  # id(lookup) -> its text
+
+    async def lookup(
+        self, query: CacheQuery, req: ChatCompletionRequest | CompletionRequest
+    ) -> Lookup:
+        self.log.append("cache")
+        text = (
+            req.messages[-1].text() if isinstance(req, ChatCompletionRequest) else str(req.prompt)
+        )
+        answer = self.answers.get(text)
+        if answer is not None:
+            return Lookup("hit", query.tenant_id, answer=answer, tier="exact")
+        miss = Lookup("miss", query.tenant_id)
+        self._asked[id(miss)] = text
+        return miss
+
+    def wrap(
+        self, backend: GenerationBackend, lookup: Lookup, model_id: str, prompt_tokens: int
+    ) -> GenerationBackend:
+        if lookup.answer is not None:
+            return ReplayBackend(lookup.answer, prompt_tokens, model_id)
+        text = self._asked.pop(id(lookup))
+
+        def remember(served: Served, answer: CachedAnswer) -> None:
+            self.log.append(f"store:{served.model_id}")
+            self.answers[text] = answer
+
+        return RecordingBackend(backend, remember)
+
+    def charge(self, lookup: Lookup, tokens: int) -> int:
+        return int(tokens * self.hit_charge) if lookup.hit else tokens
