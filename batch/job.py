@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -95,31 +96,12 @@ def _classify(
     metrics: JobMetrics | None,
 ) -> tuple[int, int]:
     import ray
-    import ray.data
 
     if not ray.is_initialized():
         # "local": a fresh Ray of its own unless told where the cluster is (never a
         # Ray that happens to run on this machine).
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False
-    size = config.resources.chunk_rows
-    parts = []
-    for c in pending:
-        part = table.slice(c * size, size)
-        parts.append(part.append_column("_chunk", pa.array([c] * part.num_rows, pa.int64())))
-    expected = {c: p.num_rows for c, p in zip(pending, parts, strict=True)}
-    resources = config.resources
-    dataset = ray.data.from_arrow(parts).map_batches(
-        actor_class(config),
-        fn_constructor_kwargs={"config": config},
-        concurrency=resources.actors,
-        num_cpus=resources.cpus_per_actor,
-        batch_size=resources.batch_size,
-        batch_format="numpy",
-        runtime_env={"env_vars": dict(resources.env)} if resources.env else None,
-    )
+    dataset, expected = _dataset(config, table, pending)
     gathered: dict[int, list[pa.Table]] = {}
     total_rows = sum(expected.values())
     done_rows = classified = dead = 0
@@ -148,6 +130,33 @@ def _classify(
                 f"chunk {chunk}: {done_rows}/{total_rows} rows, {rate:.1f} rows/s, ETA {eta:.0f} s"
             )
     return classified, dead
+
+
+def _dataset(config: JobConfig, table: pa.Table, pending: list[int]) -> tuple[Any, dict[int, int]]:
+    """The pending chunks as a Ray dataset through the classifier actors, and each
+    chunk's row count (a chunk is committed once all its rows are back)."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    size = config.resources.chunk_rows
+    parts = []
+    for c in pending:
+        part = table.slice(c * size, size)
+        parts.append(part.append_column("_chunk", pa.array([c] * part.num_rows, pa.int64())))
+    expected = {c: p.num_rows for c, p in zip(pending, parts, strict=True)}
+    resources = config.resources
+    dataset = ray.data.from_arrow(parts).map_batches(
+        actor_class(config),
+        fn_constructor_kwargs={"config": config},
+        concurrency=resources.actors,
+        num_cpus=resources.cpus_per_actor,
+        batch_size=resources.batch_size,
+        batch_format="numpy",
+        runtime_env={"env_vars": dict(resources.env)} if resources.env else None,
+    )
+    return dataset, expected
 
 
 def _commit(folder: JobFolder, chunk: int, rows: pa.Table, job_id: str) -> tuple[int, int]:

@@ -159,6 +159,21 @@ def holding(n: int) -> Callable[[ResponseCache], bool]:
     return lambda cache: cache.index_size >= n
 
 
+async def put_to_visible_ms(
+    store: RedisCacheStore, reader: ResponseCache, partition: str, entries: int, rng: Any
+) -> list[float]:
+    """Put 100 entries on one replica's store; how long until the other's index holds each."""
+    visible_ms = []
+    for i in range(100):
+        target = entries + i + 1
+        t0 = time.perf_counter()
+        vector = random_units(1, rng)[0]
+        await store.put(partition, f"new-{i}", f"n{i}", vector, CachedAnswer("x", 1), 3600)
+        await asyncio.wait_for(reader.until(holding(target)), 10)
+        visible_ms.append((time.perf_counter() - t0) * 1000)
+    return visible_ms
+
+
 async def index_at(url: str, entries: int, lookups: int) -> dict[str, Any]:
     rng = np.random.default_rng(7)
     vectors = random_units(entries, rng)
@@ -210,14 +225,7 @@ async def index_at(url: str, entries: int, lookups: int) -> dict[str, Any]:
         index.search(key.partition, current["v"], config.candidates)
         search_ms.append((time.perf_counter() - t0) * 1000)
 
-    visible_ms = []
-    for i in range(100):  # put on one replica, wait for the other's index
-        target = entries + i + 1
-        t0 = time.perf_counter()
-        vector = random_units(1, rng)[0]
-        await store.put(key.partition, f"new-{i}", f"n{i}", vector, CachedAnswer("x", 1), 3600)
-        await asyncio.wait_for(reader.until(holding(target)), 10)
-        visible_ms.append((time.perf_counter() - t0) * 1000)
+    visible_ms = await put_to_visible_ms(store, reader, key.partition, entries, rng)
     await reader.stop()
     return {
         "entries": entries,

@@ -13,12 +13,15 @@ import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from gateway.cache.redis_store import CachedAnswer
 from gateway.cache.replay import RecordingBackend, ReplayBackend
 from gateway.cache.service import CacheQuery, Lookup
 from gateway.quota.buckets import BucketState, Decision, InMemoryBuckets
 from gateway.quota.redis_store import AdmitResult, BucketCharge, QuotaStoreUnavailable
 from gateway.targets import GenerationBackend, Served
+from schemas.embeddings import EmbeddingResult, ScoreResult
 from schemas.generation import FinishReason, GenerationChunk, GenerationRequest
 from schemas.openai import ChatCompletionRequest, CompletionRequest
 
@@ -199,3 +202,45 @@ class RecordingCache:
 
     def charge(self, lookup: Lookup, tokens: int) -> int:
         return int(tokens * self.hit_charge) if lookup.hit else tokens
+
+
+class TextWordCounter:
+    """Stands in for an encoder's tokenizer: words + 2 ([CLS] and [SEP]) per text."""
+
+    def counts(self, texts: list[str]) -> list[int]:
+        return [len(t.split()) + 2 for t in texts]
+
+
+class FakeEmbedder:
+    """Vector i of a call is [len(text), i, 0, ...]: lets tests see order and content."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def max_input_tokens(self) -> int:
+        return 8
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        self.calls.append(texts)
+        vectors = np.zeros((len(texts), 4), dtype=np.float32)
+        for i, text in enumerate(texts):
+            vectors[i, :2] = (len(text), i)
+        return EmbeddingResult(vectors, [len(t.split()) for t in texts])
+
+
+class FakeReranker:
+    """Score = words the document shares with the query; tokens = words + 2."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def score(self, query: str, documents: list[str]) -> ScoreResult:
+        self.calls.append((query, documents))
+        words = set(query.lower().split())
+        scores = np.array(
+            [len(words & set(d.lower().split())) for d in documents], dtype=np.float32
+        )
+        return ScoreResult(scores, [len(d.split()) + 2 for d in documents])
+
+    async def max_input_tokens(self) -> int:
+        return 6

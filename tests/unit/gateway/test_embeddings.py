@@ -5,36 +5,14 @@ import pytest
 
 from gateway.embeddings import EmbedderTarget, EmbeddingService
 from gateway.routing.catalog import ModelCatalog
-from schemas.embeddings import EmbeddingResult
 from schemas.errors import InvalidRequest, ModelNotFound
 from schemas.openai import EmbeddingRequest, EmbeddingResponse
+from tests.fakes import FakeEmbedder, TextWordCounter
 from tests.openai_spec import validate
 
 
-class FakeEmbedder:
-    """Vector i of a call is [len(text), i, 0, ...]: lets tests see order and content."""
-
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-
-    async def max_input_tokens(self) -> int:
-        return 8
-
-    async def embed(self, texts: list[str]) -> EmbeddingResult:
-        self.calls.append(texts)
-        vectors = np.zeros((len(texts), 4), dtype=np.float32)
-        for i, text in enumerate(texts):
-            vectors[i, :2] = (len(text), i)
-        return EmbeddingResult(vectors, [len(t.split()) for t in texts])
-
-
-class WordCounter:
-    def counts(self, texts: list[str]) -> list[int]:
-        return [len(t.split()) + 2 for t in texts]
-
-
 def service(fake: FakeEmbedder, truncate: bool = True) -> EmbeddingService:
-    target = EmbedderTarget(fake, WordCounter(), truncate)
+    target = EmbedderTarget(fake, TextWordCounter(), truncate)
     router: ModelCatalog[EmbedderTarget] = ModelCatalog({"mini": target}, {"emb": "mini"})
     return EmbeddingService(router)
 

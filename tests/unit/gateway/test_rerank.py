@@ -4,38 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import pytest
 
 from gateway.rerank import RerankerTarget, RerankService
 from gateway.routing.catalog import ModelCatalog
-from schemas.embeddings import ScoreResult
 from schemas.errors import InvalidRequest, ModelNotFound
 from schemas.rerank import RerankRequest, ScoreRequest
-
-
-class FakeReranker:
-    """Score = words the document shares with the query; tokens = words + 2."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, list[str]]] = []
-
-    async def score(self, query: str, documents: list[str]) -> ScoreResult:
-        self.calls.append((query, documents))
-        words = set(query.lower().split())
-        scores = np.array(
-            [len(words & set(d.lower().split())) for d in documents], dtype=np.float32
-        )
-        return ScoreResult(scores, [len(d.split()) + 2 for d in documents])
-
-    async def max_input_tokens(self) -> int:
-        return 6
-
-
-class WordCounter:
-    def counts(self, texts: list[str]) -> list[int]:
-        return [len(t.split()) + 2 for t in texts]
-
+from tests.fakes import FakeReranker, TextWordCounter
 
 Kind = Literal["cross-encoder", "bi-encoder"]
 
@@ -43,7 +18,7 @@ Kind = Literal["cross-encoder", "bi-encoder"]
 def service(
     fake: FakeReranker, kind: Kind = "cross-encoder", truncate: bool = True
 ) -> RerankService:
-    target = RerankerTarget(fake, WordCounter(), kind, max_documents=3, truncate=truncate)
+    target = RerankerTarget(fake, TextWordCounter(), kind, max_documents=3, truncate=truncate)
     return RerankService(ModelCatalog({"rr": target}, {"rerank-default": "rr"}))
 
 
