@@ -29,6 +29,11 @@ class GatewayOptions(Strict):
     ready_timeout_s: float = Field(
         default=5.0, gt=0, description="Per-deployment time limit of the /ready probe."
     )
+    max_body_bytes: int = Field(
+        default=8 * 2**20,
+        ge=1024,
+        description="Largest request body read (Content-Length or streamed); larger: 413.",
+    )
 
 
 class AppConfig(Strict):

@@ -53,6 +53,14 @@ class InvalidRequest(APIError):
     type = "invalid_request_error"
 
 
+class PayloadTooLarge(APIError):
+    """A request body over the gateway's limit, refused before it is parsed."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
 class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 

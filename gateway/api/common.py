@@ -12,14 +12,17 @@ from pydantic import BaseModel
 
 from gateway import sse
 from gateway.auth import Principal
+from gateway.body import parse_body
 from gateway.quota.config import RouteClass
 from gateway.quota.policy import Lease
 from gateway.telemetry import labels_of
+from schemas.errors import PayloadTooLarge
 
 if TYPE_CHECKING:
     from gateway.build import Services
 
 R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
 RouteTable = list[tuple[str, str, Handler]]  # method, path, handler
 
@@ -29,6 +32,28 @@ def principal_of(services: Services, request: Request) -> Principal:
     principal = services.keys.authenticate(request.headers.get("authorization"))
     labels_of(request).tenant = principal.tenant.id
     return principal
+
+
+async def body_of(services: Services, request: Request, model: type[M]) -> M:
+    """The request's JSON body as `model`. Raises PayloadTooLarge (413) past the gateway's
+    `max_body_bytes`, by Content-Length before reading or as the bytes stream in, and
+    InvalidRequest (400) for anything that is not strict JSON of that shape."""
+    limit = services.config.gateway.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return parse_body(b"".join(chunks), model)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than this server takes ({limit} bytes).")
 
 
 def json_reply(body: BaseModel, headers: Mapping[str, str]) -> Response:

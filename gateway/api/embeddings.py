@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 from fastapi.responses import Response
 
-from gateway.api.common import RouteTable, json_reply, metered, principal_of
-from gateway.body import parse_body
+from gateway.api.common import RouteTable, body_of, json_reply, metered, principal_of
 from schemas.openai import EmbeddingRequest
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ class EmbeddingRoutes:
     async def embeddings(self, request: Request) -> Response:
         services = self._services
         principal = principal_of(services, request)
-        body = parse_body(await request.body(), EmbeddingRequest)
+        body = await body_of(services, request, EmbeddingRequest)
         prepared = await services.embeddings.prepare(body, principal.may_use)
         response, lease = await metered(
             services,

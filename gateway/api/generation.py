@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 from fastapi.responses import Response
 
-from gateway.api.common import RouteTable, json_reply, principal_of, sse_reply
+from gateway.api.common import RouteTable, body_of, json_reply, principal_of, sse_reply
 from gateway.auth import Principal
-from gateway.body import parse_body
 from gateway.generation.plan import Body
 from gateway.generation.service import Caller
 from gateway.telemetry import labels_of
@@ -31,12 +30,12 @@ class GenerationRoutes:
 
     async def chat_completions(self, request: Request) -> Response:
         principal = principal_of(self._services, request)
-        body = parse_body(await request.body(), ChatCompletionRequest)
+        body = await body_of(self._services, request, ChatCompletionRequest)
         return await self._generate(request, principal, body)
 
     async def completions(self, request: Request) -> Response:
         principal = principal_of(self._services, request)
-        body = parse_body(await request.body(), CompletionRequest)
+        body = await body_of(self._services, request, CompletionRequest)
         return await self._generate(request, principal, body)
 
     async def _generate(self, request: Request, principal: Principal, body: Body) -> Response:

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 from fastapi.responses import Response
 
-from gateway.api.common import RouteTable, json_reply, metered, principal_of
-from gateway.body import parse_body
+from gateway.api.common import RouteTable, body_of, json_reply, metered, principal_of
 from schemas.errors import NotFound
 from schemas.rerank import RerankRequest, ScoreRequest, TeiRerankRequest
 
@@ -31,7 +30,7 @@ class RerankRoutes:
     async def rerank(self, request: Request) -> Response:
         services = self._services
         principal = principal_of(services, request)
-        body = parse_body(await request.body(), RerankRequest)
+        body = await body_of(services, request, RerankRequest)
         pairs = [(body.query, doc) for doc in body.texts()]
         prepared = await services.rerank.prepare(body.model, pairs, principal.may_use)
         response, lease = await metered(
@@ -49,7 +48,7 @@ class RerankRoutes:
         """Hugging Face text-embeddings-inference's rerank route, on the first reranker."""
         services = self._services
         principal = principal_of(services, request)
-        body = parse_body(await request.body(), TeiRerankRequest)
+        body = await body_of(services, request, TeiRerankRequest)
         model = services.rerank.default_model
         if model is None:
             raise NotFound("No reranker is deployed.")
@@ -70,7 +69,7 @@ class RerankRoutes:
     async def score(self, request: Request) -> Response:
         services = self._services
         principal = principal_of(services, request)
-        body = parse_body(await request.body(), ScoreRequest)
+        body = await body_of(services, request, ScoreRequest)
         prepared = await services.rerank.prepare(
             body.model, body.pairs(), principal.may_use, "text_2"
         )

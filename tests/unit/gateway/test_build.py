@@ -3,6 +3,8 @@ driven over HTTP in process."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,11 +24,12 @@ class Unhealthy(Exception):
     pass
 
 
-def local_services(broken: str | None = None) -> Services:
-    """The local profile's services; every deployment a fake, `broken` failing its probe."""
-    args: dict[str, Any] = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][
-        0
-    ]["args"]
+def local_services(broken: str | None = None, **gateway: Any) -> Services:
+    """The local profile's services (`gateway` options changed); every deployment a fake,
+    `broken` failing its probe."""
+    profile = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    args: dict[str, Any] = profile["applications"][0]["args"]
+    args["gateway"] = {**args.get("gateway", {}), **gateway}
     config = load_config(args)
     tenants = load_tenants(ROOT / config.auth.tenants_file)
     sources = {m.id: str(ROOT / m.model) for m in config.models}
@@ -82,3 +85,43 @@ async def test_unknown_routes_get_openai_error_bodies(services: Services) -> Non
     reply = await get(services, "/v1/nothing-here")
     assert reply.status_code == 404 and reply.json()["error"]["code"] == "not_found"
     assert (await get(services, "/health")).json() == {"status": "ok"}
+
+
+LIMIT = 2048
+
+
+async def post(services: Services, path: str, content: Any) -> httpx.Response:
+    transport = httpx.ASGITransport(app=make_api(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        return await client.post(
+            path, content=content, headers={"content-type": "application/json"}
+        )
+
+
+def chat_body(text_bytes: int) -> bytes:
+    return json.dumps(
+        {"model": "default", "messages": [{"role": "user", "content": "x" * text_bytes}]}
+    ).encode()
+
+
+async def chunked(body: bytes, size: int = 512) -> AsyncIterator[bytes]:
+    for i in range(0, len(body), size):
+        yield body[i : i + size]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings", "/v1/rerank"])
+async def test_a_body_over_the_limit_is_a_413_before_it_is_parsed(path: str) -> None:
+    limited = local_services(max_body_bytes=LIMIT)
+    reply = await post(limited, path, chat_body(2 * LIMIT))  # Content-Length says it
+    assert reply.status_code == 413, reply.text
+    assert reply.json()["error"]["code"] == "request_too_large"
+    streamed = await post(limited, path, chunked(chat_body(2 * LIMIT)))  # no Content-Length
+    assert (
+        streamed.status_code == 413 and streamed.json()["error"]["type"] == "invalid_request_error"
+    )
+
+
+async def test_a_body_within_the_limit_is_read_and_validated() -> None:
+    limited = local_services(max_body_bytes=LIMIT)
+    reply = await post(limited, "/v1/chat/completions", chunked(b'{"model": "default"}'))
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "messages"
