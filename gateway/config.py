@@ -29,6 +29,11 @@ class GatewayOptions(Strict):
     ready_timeout_s: float = Field(
         default=5.0, gt=0, description="Per-deployment time limit of the /ready probe."
     )
+    ready_cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long one /ready report is reused (it probes every deployment).",
+    )
     max_body_bytes: int = Field(
         default=8 * 2**20,
         ge=1024,

@@ -3,6 +3,7 @@ driven over HTTP in process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from gateway.api import make_api
+from gateway.api.models import Readiness
 from gateway.auth import load_tenants
 from gateway.backends import Backends
 from gateway.build import Services, build_services, load_config
@@ -77,7 +79,7 @@ async def test_ready_names_the_deployment_that_fails_its_probe() -> None:
     reply = await get(broken, "/ready")
     assert reply.status_code == 503
     report = reply.json()["deployments"]
-    assert report["all-minilm-l6-v2"] == "unhealthy (Unhealthy)"
+    assert report["all-minilm-l6-v2"] == "unhealthy"  # no internals in the body
     assert {state for name, state in report.items() if name != "all-minilm-l6-v2"} == {"ok"}
 
 
@@ -125,3 +127,27 @@ async def test_a_body_within_the_limit_is_read_and_validated() -> None:
     limited = local_services(max_body_bytes=LIMIT)
     reply = await post(limited, "/v1/chat/completions", chunked(b'{"model": "default"}'))
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "messages"
+
+
+class Probes:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    async def probe(self) -> None:
+        self.calls += 1
+        await self.release.wait()
+
+
+async def test_ready_reports_are_shared_for_a_second_and_by_concurrent_callers() -> None:
+    now = [100.0]
+    probes = Probes()
+    readiness = Readiness({"m": probes.probe}, ttl_s=1.0, clock=lambda: now[0])
+    waiting = [asyncio.create_task(readiness.report()) for _ in range(5)]
+    await asyncio.sleep(0)
+    probes.release.set()
+    assert [await t for t in waiting] == [{"m": "ok"}] * 5 and probes.calls == 1
+    now[0] += 0.5
+    assert await readiness.report() == {"m": "ok"} and probes.calls == 1  # still fresh
+    now[0] += 0.6
+    assert await readiness.report() == {"m": "ok"} and probes.calls == 2  # probed again
