@@ -54,7 +54,7 @@ def summary(runs: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]
 
 def markdown(record: dict[str, Any]) -> str:
     lines = [
-        "# Streaming benchmark: baseline checkout vs this one, interleaved",
+        "# Streaming benchmark: a baseline checkout vs the change, interleaved",
         "",
         machine_line(record["machine"]),
         f"Command: `{record['command']}`",
@@ -63,7 +63,7 @@ def markdown(record: dict[str, Any]) -> str:
         "local profile).",
         "",
         "| concurrency | tok/s base | tok/s change | ratio | TTFT p50 base | change | "
-        "TTFT p95 base | now |",
+        "TTFT p95 base | change |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in record["summary"]:
