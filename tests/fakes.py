@@ -183,6 +183,8 @@ class RecordingCache:
         answer = self.answers.get(text)
         if answer is not None:
             return Lookup("hit", query.tenant_id, answer=answer, tier="exact")
+        if "only-if-cached" in query.directives:
+            return Lookup("not_cached", query.tenant_id, reason="miss")
         miss = Lookup("miss", query.tenant_id)
         self._asked[id(miss)] = text
         return miss
@@ -201,6 +203,8 @@ class RecordingCache:
         return RecordingBackend(backend, remember)
 
     def charge(self, lookup: Lookup, tokens: int) -> int:
+        if lookup.status == "not_cached":
+            return 0  # refused before any model was called
         return int(tokens * self.hit_charge) if lookup.hit else tokens
 
 

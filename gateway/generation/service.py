@@ -113,6 +113,8 @@ class GenerationService:
         try:
             lease = await self._quota.admit(caller.principal, "generation", plan.reserved_tokens)
             lookup = await self._lookup(plan)
+            if lookup is not None and (refusal := lookup.refusal()) is not None:
+                raise refusal  # only-if-cached and no answer (settled with the lookup)
             started = await self._backend(plan, lookup, caller.labels).start(plan.route.request)
         except BaseException:
             await self._settle(lease, Outcome(plan, lookup, None), caller.labels)
@@ -128,11 +130,7 @@ class GenerationService:
     async def _lookup(self, plan: Plan) -> Lookup | None:
         if self._cache is None or plan.cache is None:
             return None
-        lookup = await self._cache.lookup(plan.cache, plan.body)
-        refusal = lookup.refusal()
-        if refusal is not None:
-            raise refusal
-        return lookup
+        return await self._cache.lookup(plan.cache, plan.body)
 
     def _backend(
         self, plan: Plan, lookup: Lookup | None, labels: RequestLabels

@@ -20,7 +20,13 @@ from gateway.routing.config import RoutingConfig
 from gateway.routing.planner import RoutePlanner
 from gateway.targets import LLMTarget
 from gateway.telemetry import RequestLabels
-from schemas.errors import ContextLengthExceeded, ModelNotFound, RateLimited, ServiceUnavailable
+from schemas.errors import (
+    ContextLengthExceeded,
+    ModelNotFound,
+    NotCached,
+    RateLimited,
+    ServiceUnavailable,
+)
 from schemas.openai import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest
 from tests.fakes import Clock, InMemoryQuotaStore, Log, RecordingCache, ScriptedModel, WordCounter
 from tests.openai_spec import validate, validate_completion_chunk
@@ -116,6 +122,15 @@ async def test_a_cache_hit_replays_without_calling_the_model() -> None:
     assert reply.body.choices[0].message.content == "Paris."
     assert reply.headers["x-raygate-model"] == "m1"
     assert rig.tokens_left() == TOKENS  # hit_charge 0: the hit cost nothing
+
+
+async def test_an_only_if_cached_miss_is_a_504_that_costs_nothing() -> None:
+    rig = Rig(ScriptedModel(), cache=True)
+    caller = Caller(TENANT, rig.labels, cache_control="only-if-cached")
+    with pytest.raises(NotCached):
+        await rig.service.generate(chat_request(max_tokens=9), caller)
+    assert rig.log == ["admit", "cache", "settle"] and rig.model.calls == []
+    assert rig.tokens_left() == TOKENS
 
 
 async def test_a_refused_admission_calls_neither_cache_nor_model() -> None:
