@@ -145,14 +145,16 @@ async def stream(started: Started, render: Renderer, ended: Ended) -> AsyncGener
     event, then [DONE]. `ended` is awaited however it ends (the client leaving too)."""
     last, first = started.first, True
     try:
-        async for chunk in started.chunks():
-            last = chunk
-            for event in render.events(chunk, first):
-                yield event
-            first = False
-    except Exception as exc:  # after the first byte the status is sent: report in-band
-        yield sse.error_event(as_api_error(exc))
-    finally:
-        await started.aclose()
+        try:
+            async for chunk in started.chunks():
+                last = chunk
+                for event in render.events(chunk, first):
+                    yield event
+                first = False
+        except Exception as exc:  # after the first byte the status is sent: report in-band
+            yield sse.error_event(as_api_error(exc))
+        finally:
+            await started.aclose()
+        yield sse.DONE
+    finally:  # after [DONE]: the client does not wait for the settling
         await ended(last)
-    yield sse.DONE

@@ -107,6 +107,9 @@ class GenerationService:
         stream with an error event (a non-streamed request raises it). The quota is
         settled on every way out, the client leaving included."""
         plan = await self.plan(body, caller.principal, caller.cache_control)
+        # labelled now (a stream the client leaves before its body keeps it), and again
+        # with who answered when it is settled
+        caller.labels.model = plan.model_id
         self._metrics.record_route(plan.route.decision, plan.model_id)
         lease: Lease | None = None
         lookup: Lookup | None = None

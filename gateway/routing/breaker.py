@@ -60,14 +60,18 @@ class CircuitBreaker:
             return True
         return self._state is State.CLOSED
 
-    def success(self) -> None:
+    def success(self, probe: bool = False) -> None:
+        """A call reached its first token; `probe`: it held the half-open probe slot."""
         self._failures = 0
-        self._probing = False
+        if probe:
+            self._probing = False
         if self._state is not State.CLOSED:
             self._set(State.CLOSED)
 
-    def failure(self) -> None:
-        self._probing = False
+    def failure(self, probe: bool = False) -> None:
+        """A call failed as the model's fault; `probe`: it held the probe slot."""
+        if probe:
+            self._probing = False
         self._failures += 1
         if self._state is State.HALF_OPEN or self._failures >= self._config.failure_threshold:
             self._opened_at = self._clock()
@@ -80,7 +84,9 @@ class CircuitBreaker:
 
     def attempt(self) -> Attempt | None:
         """A hold on the breaker for one call, or None when the circuit refuses it."""
-        return Attempt(self) if self.allow() else None
+        if not self.allow():
+            return None
+        return Attempt(self, probe=self._state is State.HALF_OPEN)
 
     def _set(self, state: State) -> None:
         self._state = state
@@ -92,24 +98,25 @@ class Attempt:
 
     `success()` or `failure()` records the call's outcome; `release()`, meant for a
     `finally:`, frees the probe slot of a call that ended neither way (cancelled, a
-    client error, passed over) and does nothing once the outcome is recorded. So every
-    path out of a half-open call frees the slot, and a late release can never free a
-    slot that a later probe holds.
+    client error, passed over) and does nothing once the outcome is recorded. Only the
+    attempt that took the half-open probe slot (`probe`) frees it: every path out of a
+    probe frees the slot, and no other call, late or early, can free a slot a probe holds.
     """
 
-    def __init__(self, breaker: CircuitBreaker):
+    def __init__(self, breaker: CircuitBreaker, probe: bool):
         self._breaker: CircuitBreaker | None = breaker
+        self._probe = probe
 
     def success(self) -> None:
         if (breaker := self._settle()) is not None:
-            breaker.success()
+            breaker.success(self._probe)
 
     def failure(self) -> None:
         if (breaker := self._settle()) is not None:
-            breaker.failure()
+            breaker.failure(self._probe)
 
     def release(self) -> None:
-        if (breaker := self._settle()) is not None:
+        if (breaker := self._settle()) is not None and self._probe:
             breaker.release()
 
     def _settle(self) -> CircuitBreaker | None:

@@ -98,7 +98,11 @@ async def test_a_streamed_request_settles_after_its_last_event() -> None:
     rig = Rig(ScriptedModel(("a", "b")), cache=True)
     reply = await rig.run(chat_request(stream=True, max_tokens=9))
     assert rig.log == ["admit", "cache", "model"]  # headers are out, the body is not
-    await events(reply)
+    assert rig.labels.model == "m1"  # labelled before the body is sent
+    assert reply.events is not None
+    async for event in reply.events:
+        if event == "data: [DONE]\n\n":
+            assert "settle" not in rig.log  # [DONE] first: the client does not wait on it
     assert rig.log == ["admit", "cache", "model", "store:m1", "settle"]
 
 

@@ -50,8 +50,9 @@ def test_failed_probe_reopens_for_a_full_period() -> None:
     for _ in range(3):
         b.failure()
     clock.now += 10
-    assert b.allow()
-    b.failure()
+    probe = b.attempt()
+    assert probe is not None
+    probe.failure()
     assert b.state is State.OPEN and b.retry_in_s() == 10
     clock.now += 10
     assert b.allow()
@@ -77,3 +78,24 @@ def test_breakers_are_per_model_and_report_changes_with_the_model() -> None:
     assert board["a"].state is State.OPEN and board["b"].state is State.CLOSED
     assert board["a"] is board["a"]
     assert seen == [("a", State.OPEN)]
+
+
+def test_only_the_probe_frees_the_probe_slot() -> None:
+    """A call admitted while the circuit was closed ends (cancelled, a client error, or
+    failing) while a probe is in flight: the probe keeps its slot, so no second probe."""
+    clock = Clock()
+    b = breaker(clock)
+    early, failing = b.attempt(), b.attempt()
+    assert early is not None and failing is not None
+    for _ in range(3):
+        b.failure()
+    clock.now += 10
+    probe = b.attempt()
+    assert probe is not None and b.state is State.HALF_OPEN
+    early.release()
+    assert b.attempt() is None  # the slot is still the probe's
+    failing.failure()  # reopens (the model still fails), yet frees no slot
+    clock.now += 10
+    assert b.attempt() is None
+    probe.release()
+    assert b.attempt() is not None
