@@ -20,6 +20,7 @@ from schemas.errors import InvalidRequest
 M = TypeVar("M", bound=BaseModel)
 
 MAX_DEPTH = 64  # nesting levels of arrays and objects; JSON schemas of tools need ~20
+MAX_TEXT_CHARS = 400_000  # one string, before any tokenizer sees it (~100k tokens)
 
 
 class _Malformed(ValueError):
@@ -74,14 +75,21 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _check_tree(data: Any) -> None:
-    """Refuse nesting beyond MAX_DEPTH and strings that are not valid Unicode.
+def _check_tree(data: Any, max_text_chars: int) -> None:
+    """Refuse nesting beyond MAX_DEPTH, strings that are not valid Unicode and strings
+    longer than `max_text_chars` (so no tokenizer spends seconds on one).
 
     Iterative, so a hostile body cannot exhaust the stack here either."""
     stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(data, 1, ())]
     while stack:
         node, depth, path = stack.pop()
         if isinstance(node, str):
+            if len(node) > max_text_chars:
+                raise InvalidRequest(
+                    f"A string in the request has {len(node)} characters; this server takes "
+                    f"at most {max_text_chars} per string.",
+                    param=_param(path),
+                )
             if not _encodable(node):
                 raise InvalidRequest(
                     "The request contains a string with an invalid Unicode surrogate "
@@ -108,7 +116,7 @@ def _check_tree(data: Any) -> None:
             stack.extend((value, depth + 1, (*path, i)) for i, value in enumerate(node))
 
 
-def parse_json(raw: bytes) -> dict[str, Any]:
+def parse_json(raw: bytes, max_text_chars: int = MAX_TEXT_CHARS) -> dict[str, Any]:
     """The body as a JSON object; raises InvalidRequest if it is anything else."""
     try:
         text = raw.decode("utf-8")  # strict: encoded surrogates and stray bytes fail here
@@ -124,13 +132,13 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    _check_tree(data)
+    _check_tree(data, max_text_chars)
     return data
 
 
-def parse_body(raw: bytes, model: type[M]) -> M:
+def parse_body(raw: bytes, model: type[M], max_text_chars: int = MAX_TEXT_CHARS) -> M:
     """Parse and validate a JSON request body, or raise InvalidRequest saying why."""
-    data = parse_json(raw)
+    data = parse_json(raw, max_text_chars)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

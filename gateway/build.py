@@ -40,7 +40,8 @@ from gateway.embeddings import EmbedderTarget, EmbeddingService
 from gateway.generation.service import GenerationService
 from gateway.metrics import GatewayMetrics
 from gateway.quota.policy import QuotaPolicy
-from gateway.quota.redis_store import RedisQuotaStore
+from gateway.quota.redis_store import open_quota_store
+from gateway.quota.replicas import ReplicaCount
 from gateway.redis_conn import redis_client
 from gateway.rerank import RerankerTarget, RerankService
 from gateway.routing.catalog import ModelCatalog
@@ -135,8 +136,9 @@ def _targets(config: AppConfig, sources: Mapping[str, str], backends: Backends) 
 
 def _quota(config: AppConfig, metrics: GatewayMetrics) -> QuotaPolicy:
     q = config.quota
-    redis = redis_client(q.redis_url, _password(q.redis_password_env), q.timeout_s)
-    return QuotaPolicy(RedisQuotaStore(redis, q.timeout_s), q, metrics.record_quota_decision)
+    store = open_quota_store(q, _password(q.redis_password_env))
+    replicas = ReplicaCount(store, config.gateway.deployment.num_replicas or 1, q.heartbeat_s)
+    return QuotaPolicy(store, q, metrics.record_quota_decision, replicas)
 
 
 def build_services(

@@ -13,6 +13,7 @@ from deployments.config import (
     ServeOptions,
 )
 from gateway.auth import AuthConfig
+from gateway.body import MAX_TEXT_CHARS
 from gateway.cache.config import CacheConfig
 from gateway.quota.config import QuotaConfig
 from gateway.routing.config import RoutingConfig
@@ -33,6 +34,11 @@ class GatewayOptions(Strict):
         default=1.0,
         ge=0,
         description="How long one /ready report is reused (it probes every deployment).",
+    )
+    max_text_chars: int = Field(
+        default=MAX_TEXT_CHARS,
+        ge=1,
+        description="Longest string in a request body, checked before any tokenizer; longer: 400.",
     )
     max_body_bytes: int = Field(
         default=8 * 2**20,

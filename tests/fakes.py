@@ -18,8 +18,8 @@ import numpy as np
 from gateway.cache.redis_store import CachedAnswer
 from gateway.cache.replay import RecordingBackend, ReplayBackend
 from gateway.cache.service import CacheQuery, Lookup
-from gateway.quota.buckets import BucketState, Decision, InMemoryBuckets
-from gateway.quota.redis_store import AdmitResult, BucketCharge, QuotaStoreUnavailable
+from gateway.quota.local_store import LocalQuotaStore
+from gateway.quota.redis_store import AdmitResult, BucketCharge, LeaseSet, QuotaStoreUnavailable
 from gateway.targets import GenerationBackend, Served
 from schemas.embeddings import EmbeddingResult, ScoreResult
 from schemas.generation import FinishReason, GenerationChunk, GenerationRequest
@@ -92,9 +92,13 @@ class ScriptedModel:
 
 class WordCounter:
     """One token per word of each message (and 1 per message), or per word of a prompt;
-    each token's id is the length of its text."""
+    each token's id is the length of its text. `encoded` counts the requests it read."""
+
+    def __init__(self) -> None:
+        self.encoded = 0
 
     def encode(self, request: GenerationRequest) -> list[int]:
+        self.encoded += 1
         if request.prompt_token_ids is not None:
             return list(request.prompt_token_ids)
         if request.prompt is not None:
@@ -111,56 +115,34 @@ class Clock:
         return self.now_ms
 
 
-@dataclass
-class InMemoryQuotaStore:
-    clock: Clock
-    down: bool = False
-    leases: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> id -> expiry
+class InMemoryQuotaStore(LocalQuotaStore):
+    """The quota store in memory (the local store), with a switch that takes it down."""
 
-    def __post_init__(self) -> None:
-        self.buckets = InMemoryBuckets(self.clock)
-
-    def _live(self, lease_key: str) -> dict[str, int]:
-        now = self.clock()
-        live = {i: exp for i, exp in self.leases.get(lease_key, {}).items() if exp > now}
-        self.leases[lease_key] = live
-        return live
-
-    log: Log = field(default_factory=list)
+    def __init__(self, clock: Clock, down: bool = False, log: Log | None = None):
+        super().__init__(clock)
+        self.clock = clock
+        self.down = down
+        self.log: Log = [] if log is None else log
 
     async def admit(
         self,
-        lease_key: str,
         lease_id: str,
         lease_ttl_ms: int,
-        max_leases: int | None,
+        leases: Sequence[LeaseSet],
         charges: Sequence[BucketCharge],
     ) -> AdmitResult:
-        self.log.append("admit")
+        self.log.append("admit" if leases else "reserve")  # the lease's first call, or tokens
         if self.down:
             raise QuotaStoreUnavailable("down")
-        live = self._live(lease_key)
-        if max_leases is not None and len(live) >= max_leases:
-            levels = [self.buckets._level(c.key, c.limit, self.clock()) for c in charges]
-            states = [BucketState(c.limit, lvl) for c, lvl in zip(charges, levels, strict=True)]
-            return AdmitResult(Decision(False, states, None, 1000), len(live))
-        decision = self.buckets.take(
-            [c.key for c in charges], [c.limit for c in charges], [c.amount for c in charges]
-        )
-        if decision.admitted:
-            live[lease_id] = self.clock() + lease_ttl_ms
-        return AdmitResult(decision, len(live))
+        return await super().admit(lease_id, lease_ttl_ms, leases, charges)
 
-    async def settle(self, lease_key: str, lease_id: str, refunds: Sequence[BucketCharge]) -> bool:
+    async def settle(
+        self, lease_id: str, lease_keys: Sequence[str], refunds: Sequence[BucketCharge]
+    ) -> bool:
         self.log.append("settle")
         if self.down:
             raise QuotaStoreUnavailable("down")
-        if self._live(lease_key).pop(lease_id, None) is None:
-            return False
-        for r in refunds:
-            if r.amount > 0:
-                self.buckets.refund(r.key, r.limit, r.amount)
-        return True
+        return await super().settle(lease_id, lease_keys, refunds)
 
 
 @dataclass

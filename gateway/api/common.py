@@ -25,6 +25,7 @@ R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
 RouteTable = list[tuple[str, str, Handler]]  # method, path, handler
+OFF_LOOP_BYTES = 256 * 1024  # bodies this large are parsed off the event loop
 
 
 def principal_of(services: Services, request: Request) -> Principal:
@@ -38,7 +39,8 @@ async def body_of(services: Services, request: Request, model: type[M]) -> M:
     """The request's JSON body as `model`. Raises PayloadTooLarge (413) past the gateway's
     `max_body_bytes`, by Content-Length before reading or as the bytes stream in, and
     InvalidRequest (400) for anything that is not strict JSON of that shape."""
-    limit = services.config.gateway.max_body_bytes
+    options = services.config.gateway
+    limit = options.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -49,7 +51,11 @@ async def body_of(services: Services, request: Request, model: type[M]) -> M:
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    return parse_body(b"".join(chunks), model)
+    raw = b"".join(chunks)
+    if size < OFF_LOOP_BYTES:
+        return parse_body(raw, model, options.max_text_chars)
+    # A large body is parsed in a thread: the event loop keeps serving the others.
+    return await asyncio.to_thread(parse_body, raw, model, options.max_text_chars)
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -74,23 +80,30 @@ class Metered(Protocol):
     def reserved_tokens(self) -> int: ...
 
 
+P = TypeVar("P", bound=Metered)
+
+
 async def metered(
     services: Services,
     request: Request,
     principal: Principal,
     route_class: RouteClass,
-    prepared: Metered,
-    call: Callable[[], Awaitable[R]],
+    prepare: Callable[[], Awaitable[P]],
+    call: Callable[[P], Awaitable[R]],
     used_tokens: Callable[[R], int],
 ) -> tuple[R, Lease]:
-    """Admit against the quota, call the model, settle to the tokens it read (nothing is
-    charged unless the model answers)."""
+    """Admit against the quota (one request), then prepare the call (route, count its
+    tokens), reserve its tokens, call the model, and settle to the tokens it read: a tenant
+    without quota costs no tokenizing, and nothing is charged unless the model answers.
+    Raises what admission, `prepare` or `call` raise; the lease is settled on every way out."""
     labels = labels_of(request)
-    labels.model = prepared.model_id
-    lease = await services.quota.admit(principal, route_class, prepared.reserved_tokens)
+    lease = await services.quota.admit(principal, route_class)
     used = 0
     try:
-        result = await call()
+        prepared = await prepare()
+        labels.model = prepared.model_id
+        await services.quota.reserve(lease, prepared.reserved_tokens)
+        result = await call(prepared)
         used = used_tokens(result)
     finally:
         await asyncio.shield(services.quota.settle(lease, used))  # a cancelled call too

@@ -26,14 +26,13 @@ class EmbeddingRoutes:
         services = self._services
         principal = principal_of(services, request)
         body = await body_of(services, request, EmbeddingRequest)
-        prepared = await services.embeddings.prepare(body, principal.may_use)
         response, lease = await metered(
             services,
             request,
             principal,
             "embeddings",
-            prepared,
-            partial(services.embeddings.embed, body, prepared),
+            partial(services.embeddings.prepare, body, principal.may_use),
+            partial(services.embeddings.embed, body),
             lambda r: r.usage.prompt_tokens,
         )
         return json_reply(response, lease.headers)

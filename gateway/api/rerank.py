@@ -32,14 +32,13 @@ class RerankRoutes:
         principal = principal_of(services, request)
         body = await body_of(services, request, RerankRequest)
         pairs = [(body.query, doc) for doc in body.texts()]
-        prepared = await services.rerank.prepare(body.model, pairs, principal.may_use)
         response, lease = await metered(
             services,
             request,
             principal,
             "rerank",
-            prepared,
-            partial(services.rerank.rerank, prepared, body.top_n, body.return_documents),
+            partial(services.rerank.prepare, body.model, pairs, principal.may_use),
+            lambda p: services.rerank.rerank(p, body.top_n, body.return_documents),
             lambda r: r.usage.total_tokens,
         )
         return json_reply(response, lease.headers)
@@ -53,14 +52,13 @@ class RerankRoutes:
         if model is None:
             raise NotFound("No reranker is deployed.")
         pairs = [(body.query, text) for text in body.texts]
-        prepared = await services.rerank.prepare(model, pairs, principal.may_use, "texts")
         (ranks, _), lease = await metered(
             services,
             request,
             principal,
             "rerank",
-            prepared,
-            partial(services.rerank.tei_rerank, prepared, body.return_text),
+            partial(services.rerank.prepare, model, pairs, principal.may_use, "texts"),
+            lambda p: services.rerank.tei_rerank(p, body.return_text),
             lambda r: r[1],
         )
         payload = "[" + ",".join(r.model_dump_json() for r in ranks) + "]"
@@ -70,16 +68,13 @@ class RerankRoutes:
         services = self._services
         principal = principal_of(services, request)
         body = await body_of(services, request, ScoreRequest)
-        prepared = await services.rerank.prepare(
-            body.model, body.pairs(), principal.may_use, "text_2"
-        )
         response, lease = await metered(
             services,
             request,
             principal,
             "rerank",
-            prepared,
-            partial(services.rerank.score, prepared),
+            partial(services.rerank.prepare, body.model, body.pairs(), principal.may_use, "text_2"),
+            services.rerank.score,
             lambda r: r.usage.total_tokens,
         )
         return json_reply(response, lease.headers)

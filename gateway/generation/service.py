@@ -1,8 +1,10 @@
 """Chat completions and completions without HTTP, in one visible order.
 
+    admit  one request and a concurrency lease from the tenant's and key's quota,
+           before any tokenizing                                      -> Lease
     plan   route (alias, `auto`, access), tokenize, check the context, price the quota
            charge, decide how the cache is asked                      -> Plan (a value)
-    admit  reserve the charge from the tenant's and key's buckets     -> Lease
+    reserve the plan's tokens from the tenant's and key's token buckets
     cache  look the request up                                        -> Lookup
     run    the backend stack, outermost first: cache (replay or record) -> timing ->
            fallback chain -> Serve handles; wait for the first chunk  -> Started
@@ -98,7 +100,7 @@ class GenerationService:
         return Plan(body, route, query)
 
     async def generate(self, body: Body, caller: Caller) -> Reply:
-        """Plan, admit, look up, run; the reply once the first chunk is in.
+        """Admit, plan, reserve, look up, run; the reply once the first chunk is in.
 
         Raises before the first chunk, as a typed error with its HTTP status: the
         plan's errors, RateLimited / QuotaUnavailable (admission), NotCached
@@ -106,23 +108,26 @@ class GenerationService:
         GatewayTimeout, or a model's client error. After it, a failure ends the SSE
         stream with an error event (a non-streamed request raises it). The quota is
         settled on every way out, the client leaving included."""
-        plan = await self.plan(body, caller.principal, caller.cache_control)
-        # labelled now (a stream the client leaves before its body keeps it), and again
-        # with who answered when it is settled
-        caller.labels.model = plan.model_id
-        self._metrics.record_route(plan.route.decision, plan.model_id)
-        lease: Lease | None = None
+        lease = await self._quota.admit(caller.principal, "generation")  # before tokenizing
+        plan: Plan | None = None
         lookup: Lookup | None = None
         try:
-            lease = await self._quota.admit(caller.principal, "generation", plan.reserved_tokens)
+            plan = await self.plan(body, caller.principal, caller.cache_control)
+            # labelled now (a stream the client leaves before its body keeps it), and again
+            # with who answered when it is settled
+            caller.labels.model = plan.model_id
+            self._metrics.record_route(plan.route.decision, plan.model_id)
+            await self._quota.reserve(lease, plan.reserved_tokens)
             lookup = await self._lookup(plan)
             if lookup is not None and (refusal := lookup.refusal()) is not None:
                 raise refusal  # only-if-cached and no answer (settled with the lookup)
             started = await self._backend(plan, lookup, caller.labels).start(plan.route.request)
         except BaseException:
-            await self._settle(lease, Outcome(plan, lookup, None), caller.labels)
+            if plan is None:
+                await asyncio.shield(self._quota.settle(lease, 0))
+            else:
+                await self._settle(lease, Outcome(plan, lookup, None), caller.labels)
             raise
-        assert lease is not None
 
         async def ended(last: GenerationChunk) -> None:
             outcome = Outcome(plan, lookup, started.served, last.completion_tokens)
@@ -165,12 +170,10 @@ class GenerationService:
         text, last = await collect(started, ended)
         return Reply(headers, body=render.whole(text, last))
 
-    async def _settle(self, lease: Lease | None, outcome: Outcome, labels: RequestLabels) -> None:
+    async def _settle(self, lease: Lease, outcome: Outcome, labels: RequestLabels) -> None:
         """Label the request with who answered; count tokens and settle the quota lease
         (shielded: a cancelled request still returns its unused tokens)."""
         labels.model = outcome.model_id
-        if lease is None:  # refused at admission: nothing was reserved
-            return
         self._metrics.requests.count_tokens(
             labels.tenant, outcome.model_id, outcome.prompt_tokens, outcome.completion_tokens
         )

@@ -2,8 +2,8 @@
 
 A bucket holds up to `burst` units and refills continuously at `rate_per_min`. Taking
 `cost` succeeds only if the bucket holds that much; several buckets are taken all or
-nothing. The Redis store runs the same arithmetic in one Lua script (quota/lua.py); the
-in-memory store here is its reference and the fake for unit tests.
+nothing. The Redis store runs the same arithmetic in one Lua script (quota/redis_store.py); the
+in-memory buckets here are its reference, and the local store's (quota/local_store.py).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class InMemoryBuckets:
     clock_ms: Callable[[], int]
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
 
-    def _level(self, key: str, limit: Limit, now: int) -> float:
+    def level(self, key: str, limit: Limit, now: int) -> float:
         bucket = self._buckets.get(key)
         if bucket is None:
             return limit.burst
@@ -89,7 +89,7 @@ class InMemoryBuckets:
         self, keys: Sequence[str], limits: Sequence[Limit], costs: Sequence[float]
     ) -> Decision:
         now = self.clock_ms()
-        levels = [self._level(k, lim, now) for k, lim in zip(keys, limits, strict=True)]
+        levels = [self.level(k, lim, now) for k, lim in zip(keys, limits, strict=True)]
         for i, (level, limit, cost) in enumerate(zip(levels, limits, costs, strict=True)):
             wait = wait_ms(level, cost, limit)
             if wait != 0:
@@ -104,6 +104,6 @@ class InMemoryBuckets:
 
     def refund(self, key: str, limit: Limit, amount: float) -> float:
         now = self.clock_ms()
-        level = min(limit.burst, self._level(key, limit, now) + amount)
+        level = min(limit.burst, self.level(key, limit, now) + amount)
         self._buckets[key] = _Bucket(level, now)
         return level

@@ -9,19 +9,39 @@ from pydantic import Field
 from schemas.strict import Strict
 
 RouteClass = Literal["generation", "embeddings", "rerank"]
-Mode = Literal["open", "closed"]
+Mode = Literal["open", "closed", "local"]
 
 
 class QuotaConfig(Strict):
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Quota store.")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Quota store: a Redis that never evicts (maxmemory-policy noeviction).",
+    )
     redis_password_env: str | None = Field(
         default=None, description="Environment variable holding the Redis password."
     )
-    timeout_s: float = Field(default=0.1, gt=0, le=5, description="Per Redis call.")
+    timeout_s: float = Field(
+        default=0.1,
+        gt=0,
+        le=5,
+        description="A round trip slower than this (net of the gateway's own event-loop lag) "
+        "counts against Redis's health; `down_after` of them in a row judge it down.",
+    )
+    down_after: int = Field(default=3, ge=1, description="Slow round trips in a row: Redis down.")
+    abandon_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="A round trip not back by then is abandoned and Redis judged down at once.",
+    )
     lease_ttl_s: float = Field(
         default=900, gt=0, description="A lease not settled by then (crashed gateway) expires."
     )
     on_redis_error: dict[RouteClass, Mode] = Field(
-        default={"generation": "closed", "embeddings": "open", "rerank": "open"},
-        description="Per route class: refuse (closed, 503) or admit unmetered (open).",
+        default={"generation": "local", "embeddings": "local", "rerank": "local"},
+        description="Per route class, while Redis is down: refuse (closed, 503), admit "
+        "unmetered (open), or enforce this replica's share of every limit in memory (local).",
+    )
+    heartbeat_s: float = Field(
+        default=5.0, gt=0, description="How often a gateway replica counts the live replicas."
     )

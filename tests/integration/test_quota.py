@@ -68,7 +68,10 @@ def test_every_admitted_response_carries_openai_rate_limit_headers(cluster: Clus
             assert f"x-ratelimit-{field}-{kind}" in response.headers
 
 
-def test_admissions_are_exact_across_gateway_replicas(cluster: Cluster) -> None:
+def test_admissions_are_exact_across_gateway_replicas_under_a_burst(cluster: Cluster) -> None:
+    """150 concurrent requests at the profile's own 100 ms quota timeout, over two gateway
+    replicas: exactly the burst is admitted (unmetered or locally metered admissions
+    would let more through, a Redis taken for down would refuse some with 503)."""
     from ray import serve
     from ray.serve.schema import ReplicaState
 
@@ -76,16 +79,17 @@ def test_admissions_are_exact_across_gateway_replicas(cluster: Cluster) -> None:
     assert status.replica_states.get(ReplicaState.RUNNING) == 2
 
     async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200)
         async with httpx.AsyncClient(
-            base_url=cluster.base_url, headers=bearer(TIGHT_KEY), timeout=120
+            base_url=cluster.base_url, headers=bearer(TIGHT_KEY), timeout=120, limits=limits
         ) as client:
-            calls = [client.post("/v1/embeddings", json=EMBED) for _ in range(3 * TIGHT_BURST)]
+            calls = [client.post("/v1/embeddings", json=EMBED) for _ in range(150)]
             return await asyncio.gather(*calls)
 
     responses = asyncio.run(burst())
     codes = [r.status_code for r in responses]
     assert codes.count(200) == TIGHT_BURST, codes
-    assert codes.count(429) == 2 * TIGHT_BURST, codes
+    assert codes.count(429) == 150 - TIGHT_BURST, codes
     for r in responses:
         if r.status_code == 429:
             validate(r.json(), "ErrorResponse")
@@ -95,6 +99,27 @@ def test_admissions_are_exact_across_gateway_replicas(cluster: Cluster) -> None:
             assert int(r.headers["retry-after-ms"]) > 0
             assert r.headers["x-ratelimit-remaining-requests"] == "0"
             assert r.headers["x-ratelimit-limit-requests"] == str(TIGHT_BURST)
+
+
+def test_a_burst_of_streamed_chats_is_all_admitted(cluster: Cluster) -> None:
+    """60 streamed chats at once from a tenant with room: no spurious 503 from a quota
+    client that took its own queueing for a down Redis."""
+
+    async def burst() -> list[tuple[int, bool]]:
+        body = {**CHAT, "max_tokens": 2, "stream": True}
+        async with httpx.AsyncClient(
+            base_url=cluster.base_url, headers=bearer(MAIN_KEY), timeout=300
+        ) as client:
+
+            async def one() -> tuple[int, bool]:
+                async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                    text = (await r.aread()).decode()
+                    return r.status_code, text.rstrip().endswith("data: [DONE]")
+
+            return await asyncio.gather(*(one() for _ in range(60)))
+
+    results = asyncio.run(burst())
+    assert results == [(200, True)] * 60, results
 
 
 def remaining_tokens(response: httpx.Response) -> int:
@@ -139,18 +164,18 @@ def decisions(cluster: Cluster) -> dict[str, float]:
     return counter_totals(cluster, "raygate_gateway_quota_decisions_total", "decision")
 
 
-def test_redis_down_fails_closed_for_generation_open_for_embeddings(cluster: Cluster) -> None:
+def test_redis_down_each_replica_enforces_its_share(cluster: Cluster) -> None:
+    """The profile's `local` mode: with the quota Redis gone, generation and embeddings
+    keep working, limited by each gateway replica in memory, and counted as such."""
     cluster.redis.stop()
     try:
-        refused = post(cluster, "/v1/chat/completions", {**CHAT, "max_tokens": 2}, MAIN_KEY)
-        assert refused.status_code == 503
-        validate(refused.json(), "ErrorResponse")
-        assert refused.headers["Retry-After"] == "1"
+        served = post(cluster, "/v1/chat/completions", {**CHAT, "max_tokens": 2}, MAIN_KEY)
+        assert served.status_code == 200, served.text
         assert post(cluster, "/v1/embeddings", EMBED, MAIN_KEY).status_code == 200
         wait_until(
-            lambda: {"admitted_without_redis", "rejected_without_redis"} <= set(decisions(cluster)),
+            lambda: "admitted_locally" in decisions(cluster),
             30,
-            "decisions without Redis were not counted",
+            "local admissions were not counted",
         )
     finally:
         cluster.redis.start()  # same port: the gateway reconnects without a restart

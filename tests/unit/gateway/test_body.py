@@ -79,3 +79,12 @@ def test_the_depth_error_names_the_top_level_field() -> None:
     with pytest.raises(InvalidRequest, match="nested") as err:
         parse_json(nested(MAX_DEPTH + 1))
     assert err.value.param == "messages"
+
+
+def test_a_string_past_the_character_cap_is_refused_before_any_tokenizer() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x" * 101}]}
+    with pytest.raises(InvalidRequest, match="101 characters") as err:
+        parse_body(json.dumps(body).encode(), ChatCompletionRequest, max_text_chars=100)
+    assert err.value.param == "messages[0].content"
+    body["messages"][0]["content"] = "x" * 100  # type: ignore[index]
+    parse_body(json.dumps(body).encode(), ChatCompletionRequest, max_text_chars=100)

@@ -45,8 +45,9 @@ class Rig:
         self.model = model
         self.store = InMemoryQuotaStore(Clock(), log=self.log)
         self.cache = RecordingCache(log=self.log) if cache else None
+        self.tokenizer = WordCounter()
         planner = RoutePlanner(
-            {"m1": LLMTarget(model, WordCounter())},
+            {"m1": LLMTarget(model, self.tokenizer)},
             {"default": "m1"},
             RoutingConfig(max_attempts=1),
         )
@@ -59,7 +60,7 @@ class Rig:
     def tokens_left(self) -> float:
         """The tenant's token bucket now (the clock stands still: no refill)."""
         limit = Limit(rate_per_min=60, burst=TOKENS)
-        return self.store.buckets._level("rg:q:{acme}:tok", limit, self.store.clock())
+        return self.store.buckets.level("rg:q:{acme}:tok", limit, self.store.clock())
 
     async def run(self, body: Body, principal: Principal = TENANT) -> Reply:
         return await self.service.generate(body, Caller(principal, self.labels))
@@ -89,7 +90,7 @@ async def events(reply: Reply) -> list[dict[str, Any]]:
 async def test_a_chat_request_is_admitted_looked_up_run_and_settled_in_that_order() -> None:
     rig = Rig(ScriptedModel(("Par", "is", ".")), cache=True)
     reply = await rig.run(chat_request(max_tokens=9, temperature=0))
-    assert rig.log == ["admit", "cache", "model", "store:m1", "settle"]
+    assert rig.log == ["admit", "reserve", "cache", "model", "store:m1", "settle"]
     assert isinstance(reply.body, ChatCompletion)
     assert reply.headers["x-raygate-model"] == "m1"
 
@@ -97,13 +98,13 @@ async def test_a_chat_request_is_admitted_looked_up_run_and_settled_in_that_orde
 async def test_a_streamed_request_settles_after_its_last_event() -> None:
     rig = Rig(ScriptedModel(("a", "b")), cache=True)
     reply = await rig.run(chat_request(stream=True, max_tokens=9))
-    assert rig.log == ["admit", "cache", "model"]  # headers are out, the body is not
+    assert rig.log == ["admit", "reserve", "cache", "model"]  # headers are out, the body is not
     assert rig.labels.model == "m1"  # labelled before the body is sent
     assert reply.events is not None
     async for event in reply.events:
         if event == "data: [DONE]\n\n":
             assert "settle" not in rig.log  # [DONE] first: the client does not wait on it
-    assert rig.log == ["admit", "cache", "model", "store:m1", "settle"]
+    assert rig.log == ["admit", "reserve", "cache", "model", "store:m1", "settle"]
 
 
 async def test_a_cancelled_stream_settles_and_stores_nothing() -> None:
@@ -112,7 +113,7 @@ async def test_a_cancelled_stream_settles_and_stores_nothing() -> None:
     assert reply.events is not None
     await anext(reply.events)
     await reply.events.aclose()  # the client went away
-    assert rig.log == ["admit", "cache", "model", "settle"]
+    assert rig.log == ["admit", "reserve", "cache", "model", "settle"]
     assert rig.model.closed == 1 and rig.cache is not None and rig.cache.answers == {}
 
 
@@ -121,7 +122,7 @@ async def test_a_cache_hit_replays_without_calling_the_model() -> None:
     assert rig.cache is not None
     rig.cache.answers["q"] = CachedAnswer("Paris.", completion_tokens=3)
     reply = await rig.run(chat_request(max_tokens=9))
-    assert rig.log == ["admit", "cache", "settle"] and rig.model.calls == []
+    assert rig.log == ["admit", "reserve", "cache", "settle"] and rig.model.calls == []
     assert isinstance(reply.body, ChatCompletion)
     assert reply.body.choices[0].message.content == "Paris."
     assert reply.headers["x-raygate-model"] == "m1"
@@ -133,7 +134,7 @@ async def test_an_only_if_cached_miss_is_a_504_that_costs_nothing() -> None:
     caller = Caller(TENANT, rig.labels, cache_control="only-if-cached")
     with pytest.raises(NotCached):
         await rig.service.generate(chat_request(max_tokens=9), caller)
-    assert rig.log == ["admit", "cache", "settle"] and rig.model.calls == []
+    assert rig.log == ["admit", "reserve", "cache", "settle"] and rig.model.calls == []
     assert rig.tokens_left() == TOKENS
 
 
@@ -141,14 +142,26 @@ async def test_a_refused_admission_calls_neither_cache_nor_model() -> None:
     rig = Rig(ScriptedModel(context=2 * TOKENS), cache=True)
     with pytest.raises(RateLimited):
         await rig.run(chat_request(max_tokens=TOKENS))  # reserves more than the burst
-    assert rig.log == ["admit"]
+    assert rig.log == ["admit", "reserve", "settle"]  # the lease is given back
+
+
+async def test_a_tenant_without_requests_left_costs_no_tokenizing() -> None:
+    rig = Rig(ScriptedModel(("a",)))
+    once = Principal(
+        TenantConfig(id="acme", limits=Limits(requests=BucketLimit(per_minute=0, burst=1))), None
+    )
+    await rig.run(chat_request(max_tokens=9), once)
+    for _ in range(3):
+        with pytest.raises(RateLimited):
+            await rig.run(chat_request(max_tokens=9), once)
+    assert rig.tokenizer.encoded == 1
 
 
 async def test_a_failure_before_the_first_chunk_settles_and_raises() -> None:
     rig = Rig(ScriptedModel(fail_before=ServiceUnavailable("down")), cache=True)
     with pytest.raises(ServiceUnavailable):
         await rig.run(chat_request(stream=True, max_tokens=9))
-    assert rig.log == ["admit", "cache", "model", "settle"]
+    assert rig.log == ["admit", "reserve", "cache", "model", "settle"]
 
 
 async def test_the_quota_is_settled_with_what_the_answer_used() -> None:
@@ -213,14 +226,15 @@ async def test_error_after_first_chunk_ends_stream_with_error_event_then_done() 
     assert rig.log[-1] == "settle"
 
 
-async def test_unknown_or_forbidden_model_fails_before_any_admission() -> None:
+async def test_unknown_or_forbidden_model_fails_before_any_tokenizing_or_model() -> None:
     rig = Rig(ScriptedModel(("x",)))
     with pytest.raises(ModelNotFound):
         await rig.run(chat_request(model="nope"))
     forbidden = Principal(TenantConfig(id="acme", models=["other"], limits=LIMITS), None)
     with pytest.raises(ModelNotFound):
         await rig.run(chat_request(), forbidden)
-    assert rig.log == []
+    assert rig.log == ["admit", "settle"] * 2  # the lease given back at once
+    assert rig.tokenizer.encoded == 0
 
 
 async def test_the_plan_checks_the_context_before_any_model_call() -> None:

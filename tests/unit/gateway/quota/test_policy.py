@@ -1,25 +1,59 @@
 """QuotaPolicy over the in-memory store: costs, refusals, headers, settling, Redis down."""
 
+from dataclasses import dataclass
+
 import pytest
 
 from gateway.auth import BucketLimit, KeyConfig, Limits, Principal, TenantConfig
-from gateway.quota.config import QuotaConfig
-from gateway.quota.policy import QuotaPolicy, duration
+from gateway.quota.config import QuotaConfig, RouteClass
+from gateway.quota.policy import Lease, QuotaPolicy, duration
 from schemas.errors import QuotaUnavailable, RateLimited
 from tests.fakes import Clock, InMemoryQuotaStore
 
 Decisions = list[tuple[str, str, str]]
 
 
-def principal(limits: Limits, key_limits: Limits | None = None) -> Principal:
+@dataclass
+class FixedReplicas:
+    n: int
+
+    def count(self) -> int:
+        return self.n
+
+    def start(self) -> None:
+        pass
+
+
+def principal(limits: Limits, key_limits: Limits | None = None, tenant: str = "acme") -> Principal:
     key = KeyConfig(name="k1", sha256="0" * 64, limits=key_limits or Limits())
-    return Principal(TenantConfig(id="acme", limits=limits, keys=[key]), key)
+    return Principal(TenantConfig(id=tenant, limits=limits, keys=[key]), key)
 
 
-def policy(store: InMemoryQuotaStore, **config: object) -> tuple[QuotaPolicy, Decisions]:
+def policy(
+    store: InMemoryQuotaStore, replicas: int = 1, **config: object
+) -> tuple[QuotaPolicy, Decisions]:
     seen: Decisions = []
-    quota = QuotaPolicy(store, QuotaConfig.model_validate(config), lambda *d: seen.append(d))
+    quota = QuotaPolicy(
+        store,
+        QuotaConfig.model_validate(config),
+        lambda *d: seen.append(d),
+        FixedReplicas(replicas),
+        InMemoryQuotaStore(store.clock),
+    )
     return quota, seen
+
+
+async def take(
+    quota: QuotaPolicy, who: Principal, tokens: int, route: RouteClass = "generation"
+) -> Lease:
+    """Both steps, as a route does them: admit (a request), then reserve the tokens."""
+    lease = await quota.admit(who, route)
+    try:
+        await quota.reserve(lease, tokens)
+    except BaseException:
+        await quota.settle(lease, 0)
+        raise
+    return lease
 
 
 LIMITS = Limits(
@@ -30,7 +64,7 @@ LIMITS = Limits(
 
 async def test_admits_within_limits_and_reports_openai_headers() -> None:
     quota, seen = policy(InMemoryQuotaStore(Clock()))
-    lease = await quota.admit(principal(LIMITS), "generation", 300)
+    lease = await take(quota, principal(LIMITS), 300)
     assert lease.headers == {
         "x-ratelimit-limit-requests": "2",
         "x-ratelimit-remaining-requests": "1",
@@ -46,11 +80,11 @@ async def test_request_limit_gives_429_with_exact_retry_after() -> None:
     clock = Clock()
     quota, seen = policy(InMemoryQuotaStore(clock))
     who = principal(LIMITS)
-    await quota.admit(who, "generation", 1)
+    await take(quota, who, 1)
     clock.now_ms += 250
-    await quota.admit(who, "generation", 1)
+    await take(quota, who, 1)
     with pytest.raises(RateLimited) as err:
-        await quota.admit(who, "generation", 1)
+        await take(quota, who, 1)
     e = err.value
     assert (e.status, e.code, e.type) == (429, "rate_limit_exceeded", "requests")
     assert e.headers is not None
@@ -59,15 +93,23 @@ async def test_request_limit_gives_429_with_exact_retry_after() -> None:
     assert seen[-1] == ("acme", "generation", "limited_tenant_requests")
 
 
+async def test_the_request_is_refused_before_its_tokens_are_counted() -> None:
+    quota, _ = policy(InMemoryQuotaStore(Clock()))
+    who = principal(Limits(requests=BucketLimit(per_minute=60, burst=1)))
+    await quota.admit(who, "generation")
+    with pytest.raises(RateLimited):
+        await quota.admit(who, "generation")  # no token count needed to refuse it
+
+
 async def test_settle_refunds_unused_reserved_tokens() -> None:
     quota, _ = policy(InMemoryQuotaStore(Clock()))
-    who = principal(LIMITS)
-    lease = await quota.admit(who, "generation", 900)  # prompt + max_tokens
+    who = principal(Limits(tokens=LIMITS.tokens))
+    lease = await take(quota, who, 900)  # prompt + max_tokens
     with pytest.raises(RateLimited) as err:
-        await quota.admit(who, "generation", 200)
+        await take(quota, who, 200)
     assert err.value.type == "tokens"
     await quota.settle(lease, used_tokens=150)  # the answer was short
-    again = await quota.admit(who, "generation", 200)
+    again = await take(quota, who, 200)
     assert again.headers["x-ratelimit-remaining-tokens"] == "650"
 
 
@@ -76,58 +118,125 @@ async def test_settling_twice_or_after_expiry_refunds_nothing() -> None:
     store = InMemoryQuotaStore(clock)
     quota, _ = policy(store, lease_ttl_s=2)
     who = principal(Limits(tokens=LIMITS.tokens))
-    lease = await quota.admit(who, "generation", 500)
+    lease = await take(quota, who, 500)
     await quota.settle(lease, used_tokens=0)
     await quota.settle(lease, used_tokens=0)
-    left = (await quota.admit(who, "generation", 0)).headers["x-ratelimit-remaining-tokens"]
+    left = (await take(quota, who, 0)).headers["x-ratelimit-remaining-tokens"]
     assert left == "1000"
-    stale = await quota.admit(who, "generation", 1000)
+    stale = await take(quota, who, 1000)
     clock.now_ms += 2_500  # the gateway that held it died; the lease expired
     await quota.settle(stale, used_tokens=0)
-    left = (await quota.admit(who, "generation", 0)).headers["x-ratelimit-remaining-tokens"]
+    left = (await take(quota, who, 0)).headers["x-ratelimit-remaining-tokens"]
     assert left == "250"  # refilled for 2.5 s at 100/s; no refund
 
 
 async def test_concurrency_leases_are_returned_by_settle() -> None:
     quota, seen = policy(InMemoryQuotaStore(Clock()))
     who = principal(Limits(concurrent_requests=1))
-    first = await quota.admit(who, "embeddings", 5)
+    first = await take(quota, who, 5, "embeddings")
     with pytest.raises(RateLimited, match="concurrent"):
-        await quota.admit(who, "embeddings", 5)
-    assert seen[-1][2] == "limited_concurrency"
+        await take(quota, who, 5, "embeddings")
+    assert seen[-1][2] == "limited_tenant_concurrency"
     await quota.settle(first, 5)
-    await quota.admit(who, "embeddings", 5)
+    await take(quota, who, 5, "embeddings")
+
+
+async def test_a_keys_concurrency_cap_is_enforced_under_the_tenants() -> None:
+    quota, seen = policy(InMemoryQuotaStore(Clock()))
+    who = principal(Limits(concurrent_requests=10), key_limits=Limits(concurrent_requests=2))
+    held = [await take(quota, who, 1) for _ in range(2)]
+    with pytest.raises(RateLimited, match=r"key 'k1'.*limit 2"):
+        await take(quota, who, 1)
+    assert seen[-1][2] == "limited_key_concurrency"
+    await quota.settle(held[0], 1)
+    await take(quota, who, 1)
 
 
 async def test_key_limits_apply_on_top_of_tenant_limits() -> None:
     quota, seen = policy(InMemoryQuotaStore(Clock()))
     who = principal(LIMITS, key_limits=Limits(requests=BucketLimit(per_minute=1)))
-    await quota.admit(who, "generation", 1)
+    await take(quota, who, 1)
     with pytest.raises(RateLimited):
-        await quota.admit(who, "generation", 1)
+        await take(quota, who, 1)
     assert seen[-1][2] == "limited_key_requests"
 
 
 async def test_too_large_for_the_burst_says_so_without_retry_after() -> None:
     quota, _ = policy(InMemoryQuotaStore(Clock()))
     with pytest.raises(RateLimited, match="Request too large") as err:
-        await quota.admit(principal(LIMITS), "generation", 5000)
+        await take(quota, principal(LIMITS), 5000)
+    assert err.value.headers is not None and "Retry-After" not in err.value.headers
+
+
+async def test_a_bucket_that_does_not_refill_stays_empty() -> None:
+    clock = Clock()
+    quota, _ = policy(InMemoryQuotaStore(clock))
+    who = principal(Limits(requests=BucketLimit(per_minute=0, burst=2)))
+    await take(quota, who, 1)
+    await take(quota, who, 1)
+    clock.now_ms += 3_600_000
+    with pytest.raises(RateLimited, match="used up and does not refill") as err:
+        await take(quota, who, 1)
     assert err.value.headers is not None and "Retry-After" not in err.value.headers
 
 
 async def test_redis_down_follows_the_configured_mode_per_route_class() -> None:
     store = InMemoryQuotaStore(Clock(), down=True)
-    quota, seen = policy(store)
+    modes = {"generation": "closed", "embeddings": "open", "rerank": "local"}
+    quota, seen = policy(store, on_redis_error=modes)
     who = principal(LIMITS)
     with pytest.raises(QuotaUnavailable) as err:
-        await quota.admit(who, "generation", 10)
+        await take(quota, who, 10)
     assert err.value.status == 503 and err.value.headers == {"Retry-After": "1"}
-    lease = await quota.admit(who, "embeddings", 10)
-    assert not lease.metered
+    lease = await take(quota, who, 10, "embeddings")
+    assert not lease.holds  # unmetered
     await quota.settle(lease, 10)  # nothing to settle, no error
     assert [d[2] for d in seen] == ["rejected_without_redis", "admitted_without_redis"]
     store.down = False  # Redis is back: no restart needed
-    assert (await quota.admit(who, "generation", 10)).metered
+    assert (await take(quota, who, 10)).holds[0].store is store
+
+
+async def test_local_mode_enforces_this_replicas_share_until_redis_is_back() -> None:
+    clock = Clock()
+    store = InMemoryQuotaStore(clock, down=True)
+    quota, seen = policy(store, replicas=3)
+    who = principal(Limits(requests=BucketLimit(per_minute=60, burst=9)))
+    for _ in range(3):  # 9 / 3 replicas
+        await take(quota, who, 1)
+    with pytest.raises(RateLimited) as err:
+        await take(quota, who, 1)
+    assert err.value.headers is not None and err.value.headers["retry-after-ms"] == "3000"
+    assert [d[2] for d in seen] == ["admitted_locally"] * 3 + ["limited_tenant_requests_locally"]
+    store.down = False
+    lease = await take(quota, who, 1)  # the shared state again, untouched by the outage
+    assert lease.headers["x-ratelimit-remaining-requests"] == "8"
+
+
+async def test_local_mode_shares_concurrency_caps_and_returns_leases() -> None:
+    store = InMemoryQuotaStore(Clock(), down=True)
+    quota, _ = policy(store, replicas=2)
+    who = principal(Limits(concurrent_requests=3))
+    held = [await take(quota, who, 1) for _ in range(2)]  # ceil(3 / 2)
+    with pytest.raises(RateLimited, match="concurrent"):
+        await take(quota, who, 1)
+    await quota.settle(held[0], 1)
+    await take(quota, who, 1)
+
+
+async def test_an_admission_that_failed_is_settled_again_when_redis_answers() -> None:
+    store = InMemoryQuotaStore(Clock())
+    quota, seen = policy(store, on_redis_error={"generation": "closed"})
+    who = principal(Limits(concurrent_requests=1))
+    ghost = await take(quota, who, 1)  # its settle does not come back
+    store.down = True
+    await quota.settle(ghost, 1)
+    assert seen[-1][2] == "settle_failed"
+    store.down = False
+    with pytest.raises(RateLimited, match="concurrent"):
+        await take(quota, who, 1)  # the ghost holds the only slot...
+    await quota._resettler.retry()
+    await take(quota, who, 1)  # ...until it is settled in the background
+    assert ("acme", "generation", "ghost_settled") in seen
 
 
 @pytest.mark.parametrize(
