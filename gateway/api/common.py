@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from gateway import sse
 from gateway.auth import Principal
@@ -66,8 +67,30 @@ def json_reply(body: BaseModel, headers: Mapping[str, str]) -> Response:
     return Response(body.model_dump_json(), media_type="application/json", headers=headers)
 
 
-def sse_reply(events: Any, headers: Mapping[str, str]) -> Response:
-    return StreamingResponse(events, media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **headers})
+class Closeable(Protocol):
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _EventResponse(StreamingResponse):
+    """A StreamingResponse that closes its events when it is done, however it is done:
+    Starlette leaves an iterator it never started (the client left first) unclosed."""
+
+    def __init__(self, events: Closeable, headers: Mapping[str, str]):
+        super().__init__(events, media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **headers})
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await asyncio.shield(self._events.aclose())
+
+
+def sse_reply(events: Closeable, headers: Mapping[str, str]) -> Response:
+    """The events as an SSE response; they are closed when it ends, sent or not."""
+    return _EventResponse(events, headers)
 
 
 class Metered(Protocol):

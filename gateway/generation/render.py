@@ -140,9 +140,35 @@ async def collect(started: Started, ended: Ended) -> tuple[str, GenerationChunk]
     return "".join(parts), last
 
 
-async def stream(started: Started, render: Renderer, ended: Ended) -> AsyncGenerator[str, None]:
-    """SSE events of a started generation; a failure mid-stream ends it with an error
-    event, then [DONE]. `ended` is awaited however it ends (the client leaving too)."""
+class EventStream:
+    """The SSE events of a started generation, as an async iterable: a failure mid-stream
+    ends it with an error event, then [DONE]. `ended` is awaited exactly once however it
+    ends: the last event sent, the client leaving mid-stream, or `aclose` before a single
+    event was asked for (a client gone before the first byte still settles at once)."""
+
+    def __init__(self, started: Started, render: Renderer, ended: Ended):
+        self._started = started
+        self._ended = ended
+        self._done = False
+        self._events = _stream(started, render, self._end)
+
+    def __aiter__(self) -> AsyncGenerator[str, None]:
+        return self._events
+
+    async def aclose(self) -> None:
+        """End the generation and settle it, if that has not happened yet (idempotent)."""
+        await self._events.aclose()  # a started stream ends in its own `finally`
+        if not self._done:  # never iterated
+            await self._started.aclose()
+            await self._end(self._started.first)
+
+    async def _end(self, last: GenerationChunk) -> None:
+        if not self._done:
+            self._done = True
+            await self._ended(last)
+
+
+async def _stream(started: Started, render: Renderer, ended: Ended) -> AsyncGenerator[str, None]:
     last, first = started.first, True
     try:
         try:

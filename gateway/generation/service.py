@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from gateway.auth import Principal
 from gateway.cache.service import CacheQuery, Lookup
 from gateway.generation.plan import Body, Outcome, Plan, generation_request
-from gateway.generation.render import Ended, Frame, collect, renderer, stream
+from gateway.generation.render import Ended, EventStream, Frame, collect, renderer
 from gateway.metrics import GatewayMetrics
 from gateway.quota.policy import Lease, QuotaPolicy
 from gateway.routing.planner import RoutePlanner
@@ -65,7 +65,7 @@ class Reply:
 
     headers: dict[str, str]
     body: BaseModel | None = None
-    events: AsyncGenerator[str, None] | None = None
+    events: EventStream | None = None  # close it when the response ends, sent or not
 
 
 class GenerationService:
@@ -166,7 +166,7 @@ class GenerationService:
         frame = Frame(plan.route.request.request_id, int(self._clock()), started.served.model_id)
         render = renderer(plan.body, frame)
         if plan.body.stream:
-            return Reply(headers, events=stream(started, render, ended))
+            return Reply(headers, events=EventStream(started, render, ended))
         text, last = await collect(started, ended)
         return Reply(headers, body=render.whole(text, last))
 

@@ -111,10 +111,22 @@ async def test_a_cancelled_stream_settles_and_stores_nothing() -> None:
     rig = Rig(ScriptedModel(("a", "b", "c")), cache=True)
     reply = await rig.run(chat_request(stream=True, max_tokens=9))
     assert reply.events is not None
-    await anext(reply.events)
+    await anext(aiter(reply.events))
     await reply.events.aclose()  # the client went away
     assert rig.log == ["admit", "reserve", "cache", "model", "settle"]
     assert rig.model.closed == 1 and rig.cache is not None and rig.cache.answers == {}
+
+
+async def test_a_stream_never_iterated_still_settles_when_closed() -> None:
+    """The client left before the first byte: nothing ever asked for an event."""
+    rig = Rig(ScriptedModel(("a", "b", "c")), cache=True)
+    reply = await rig.run(chat_request(stream=True, max_tokens=9))
+    assert reply.events is not None
+    await reply.events.aclose()
+    await reply.events.aclose()  # closing twice settles once
+    assert rig.log == ["admit", "reserve", "cache", "model", "settle"]
+    assert rig.model.closed == 1
+    assert rig.tokens_left() == TOKENS - (4 + 1)  # the prompt and the first token, no more
 
 
 async def test_a_cache_hit_replays_without_calling_the_model() -> None:
