@@ -59,6 +59,9 @@ def usage(result: ScoreResult) -> RerankUsage:
     return RerankUsage(prompt_tokens=tokens, total_tokens=tokens)
 
 
+CALLS_PER_REQUEST = 4  # reranker deployment calls one request has in flight at most
+
+
 class RerankService:
     def __init__(
         self, catalog: ModelCatalog[RerankerTarget], clock: Callable[[], float] = time.time
@@ -107,16 +110,19 @@ class RerankService:
         return PreparedRerank(route.model_id, target.backend, list(pairs), sum(pair_tokens))
 
     async def _score(self, prepared: PreparedRerank) -> ScoreResult:
-        """Score every pair: one deployment call per distinct query, concurrently."""
+        """Score every pair: one deployment call per distinct query, at most
+        CALLS_PER_REQUEST at a time (a many-to-many /v1/score of 1,000 distinct queries
+        must not put 1,000 calls in the reranker's queue ahead of everyone else's)."""
         by_query: dict[str, list[int]] = {}
         for i, (query, _) in enumerate(prepared.pairs):
             by_query.setdefault(query, []).append(i)
-        results = await asyncio.gather(
-            *(
-                prepared.backend.score(query, [prepared.pairs[i][1] for i in rows])
-                for query, rows in by_query.items()
-            )
-        )
+        slots = asyncio.Semaphore(CALLS_PER_REQUEST)
+
+        async def call(query: str, rows: list[int]) -> ScoreResult:
+            async with slots:
+                return await prepared.backend.score(query, [prepared.pairs[i][1] for i in rows])
+
+        results = await asyncio.gather(*(call(q, rows) for q, rows in by_query.items()))
         scores = np.empty(len(prepared.pairs), dtype=np.float32)
         tokens = [0] * len(prepared.pairs)
         for rows, result in zip(by_query.values(), results, strict=True):

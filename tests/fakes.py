@@ -219,9 +219,14 @@ class FakeReranker:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str]]] = []
+        self.in_flight = self.most_in_flight = 0
 
     async def score(self, query: str, documents: list[str]) -> ScoreResult:
         self.calls.append((query, documents))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0)  # a real call yields to the others while it runs
+        self.in_flight -= 1
         words = set(query.lower().split())
         scores = np.array(
             [len(words & set(d.lower().split())) for d in documents], dtype=np.float32

@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from gateway.rerank import RerankerTarget, RerankService
+from gateway.rerank import CALLS_PER_REQUEST, RerankerTarget, RerankService
 from gateway.routing.catalog import ModelCatalog
 from schemas.errors import InvalidRequest, ModelNotFound
 from schemas.rerank import RerankRequest, ScoreRequest
@@ -52,6 +52,16 @@ async def test_score_pairs_one_to_many_and_many_to_many() -> None:
     many = ScoreRequest(model="rr", text_1=["cat", "dogs", "cat"], text_2=DOCS)
     scores = await svc.score(await svc.prepare(many.model, many.pairs()))
     assert [(d.index, d.score) for d in scores.data] == [(0, 1.0), (1, 1.0), (2, 1.0)]
+
+
+async def test_a_many_to_many_score_has_few_deployment_calls_in_flight() -> None:
+    fake = FakeReranker()
+    target = RerankerTarget(fake, TextWordCounter(), "cross-encoder", 100, truncate=True)
+    svc = RerankService(ModelCatalog({"rr": target}, {}))
+    pairs = [(f"query {i}", "doc") for i in range(100)]  # 100 distinct queries
+    scores = await svc.score(await svc.prepare("rr", pairs))
+    assert len(scores.data) == 100 and len(fake.calls) == 100
+    assert fake.most_in_flight == CALLS_PER_REQUEST
 
 
 async def test_limits_and_access() -> None:
