@@ -22,6 +22,7 @@ from gateway.quota.redis_store import (
     RedisQuotaStore,
     open_quota_store,
 )
+from gateway.quota.replicas import ReplicaCount
 from schemas.errors import QuotaUnavailable, RateLimited
 from tests.fakes import Clock
 from tests.integration.conftest import RedisServer
@@ -259,3 +260,19 @@ async def _try(call: object) -> str:
     except QuotaStoreUnavailable:
         return "unavailable"
     return "ok"
+
+
+def test_gateway_replicas_count_each_other_by_heartbeat(own_redis: RedisServer) -> None:
+    async def run() -> None:
+        a, b = ReplicaCount(store(own_redis), 4, 5.0), ReplicaCount(store(own_redis), 4, 5.0)
+        assert a.count() == 4  # the configured number, until a heartbeat says otherwise
+        await a.beat()
+        assert a.count() == 1
+        await b.beat()
+        await a.beat()
+        assert (a.count(), b.count()) == (2, 2)
+        own_redis.stop()
+        await a.beat()
+        assert a.count() == 2  # Redis gone: the last count stays
+
+    asyncio.run(run())
