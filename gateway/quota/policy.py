@@ -29,6 +29,7 @@ from gateway.quota.config import QuotaConfig, RouteClass
 from gateway.quota.local_store import LocalQuotaStore
 from gateway.quota.redis_store import AdmitResult, BucketCharge, LeaseSet, QuotaStoreUnavailable
 from gateway.quota.resettle import Resettler
+from gateway.quota.round_trips import NotSent
 from schemas.errors import QuotaUnavailable, RateLimited, retry_after
 
 log = logging.getLogger("raygate.quota")
@@ -201,11 +202,12 @@ class QuotaPolicy:
         settled again in the background."""
         try:
             result = await store.admit(lease.id, self._ttl_ms, sets, charges)
+        except NotSent:
+            raise
         except BaseException:
             if sets and store is self._store:
-                self._resettler.add(
-                    store, lease.route_class, lease.id, [s.key for s in sets], [], self._ttl_ms
-                )
+                keys = [s.key for s in sets]
+                self._resettler.add(store, lease.route_class, lease.id, keys, [], self._ttl_ms)
             raise
         if result.decision.admitted:
             held = next((h for h in lease.holds if h.store is store), None)

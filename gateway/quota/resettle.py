@@ -80,16 +80,22 @@ class Resettler:
             await self.retry()
 
     async def retry(self) -> None:
-        """One pass: settle every pending lease once; keep those that fail."""
-        for lease_id, p in list(self._pending.items()):
-            if self._clock() > p.until:
-                del self._pending[lease_id]
+        """One pass: settle every pending lease once, all at once (one pipelined round
+        trip); keep those that fail."""
+        now = self._clock()
+        for lease_id in [i for i, p in self._pending.items() if now > p.until]:
+            del self._pending[lease_id]
+        pending = list(self._pending.items())
+        outcomes = await asyncio.gather(
+            *(p.store.settle(i, p.lease_keys, p.refunds) for i, p in pending),
+            return_exceptions=True,
+        )
+        for (lease_id, p), outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, QuotaStoreUnavailable):
                 continue
-            try:
-                was_live = await p.store.settle(lease_id, p.lease_keys, p.refunds)
-            except QuotaStoreUnavailable:
-                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
             self._pending.pop(lease_id, None)
-            if was_live:  # a lease that would have been a ghost until it expired
+            if outcome:  # a lease that would have been a ghost until it expired
                 tenant = p.lease_keys[0].split("{", 1)[-1].split("}", 1)[0]
                 self._record(tenant, p.route_class, "ghost_settled")

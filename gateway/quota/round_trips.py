@@ -28,6 +28,10 @@ class QuotaStoreUnavailable(Exception):
     """Redis is judged down, or this call's round trip failed."""
 
 
+class NotSent(QuotaStoreUnavailable):
+    """Redis is judged down: the call was not sent (so it cannot have run)."""
+
+
 @dataclass(frozen=True)
 class Script:
     source: str
@@ -64,7 +68,7 @@ class RoundTrips:
         raised. Cancelling the caller does not unsend the call."""
         self._health.watch_lag()
         if not self._health.up:
-            raise QuotaStoreUnavailable(f"judged down: {self._health.reason}")
+            raise NotSent(f"judged down: {self._health.reason}")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(_Call(script, keys, args, future))
         if self._sender is None or self._sender.done():
