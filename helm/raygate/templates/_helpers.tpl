@@ -66,6 +66,24 @@ redis://{{ include "raygate.fullname" $ }}-redis-{{ $store }}:6379/0
 {{- end -}}
 
 {{/*
+Security contexts. Every pod runs as a non-root uid with the runtime's seccomp profile;
+every container without privilege escalation or capabilities. The image's USER
+(Dockerfile) is 1000:1000; Redis's image's user is 999 in group 1000.
+*/}}
+{{- define "raygate.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ . }}
+runAsGroup: 1000
+fsGroup: 1000
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+
+{{- define "raygate.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+capabilities: {drop: [ALL]}
+{{- end -}}
+
+{{/*
 The Serve config: the profile's own file (a copy of serve_config.yaml or
 configs/gpu.yaml), with the values' overrides merged in and the cluster's
 Redis, tenants file and HTTP settings. Unknown model ids in the overrides fail.
@@ -121,6 +139,7 @@ env:
     value: {{ ternary "1" "0" (eq .Values.app.profile "local") | quote }}
 volumeMounts:
   - {name: tenants, mountPath: /etc/raygate, readOnly: true}
+securityContext: {{- include "raygate.containerSecurityContext" . | nindent 2 }}
 {{- end -}}
 
 {{- define "raygate.rayVolumes" -}}

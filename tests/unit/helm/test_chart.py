@@ -245,6 +245,43 @@ def test_bad_values_fail_with_a_clear_message(values: dict[str, Any], message: s
         render(values)
 
 
+@pytest.mark.parametrize("values", [None, GPU_VALUES, FULL], ids=["local", "gpu", "full"])
+def test_every_pod_runs_as_non_root_without_privileges(values: dict[str, Any] | None) -> None:
+    docs = render(values)
+    templates = dict(pod_templates(docs))
+    for name, template in templates.items():
+        pod = template["spec"].get("securityContext", {})
+        for container in containers(template):
+            context = pod | container.get("securityContext", {})
+            where = f"{name}/{container['name']}"
+            assert context.get("runAsNonRoot") is True, where
+            assert context.get("runAsUser", 0) != 0, where
+            assert context.get("allowPrivilegeEscalation") is False, where
+            assert context.get("capabilities") == {"drop": ["ALL"]}, where
+            assert context.get("seccompProfile") == {"type": "RuntimeDefault"}, where
+    workers = len(one(docs, "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"])
+    batch = 1 if values is FULL else 0
+    assert len(templates) == 1 + workers + 2 + batch  # head, workers, both Redis, batch
+    # the autoscaler sidecar KubeRay adds to the head
+    autoscaler = one(docs, "RayService")["spec"]["rayClusterConfig"]["autoscalerOptions"]
+    assert autoscaler["securityContext"]["allowPrivilegeEscalation"] is False
+    assert autoscaler["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_image_runs_as_the_user_the_ray_pods_run_as() -> None:
+    lines = (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users, "the Dockerfile sets no USER: the image runs as root"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit() and int(uid) != 0  # numeric: runAsNonRoot can verify it
+    assert re.search(rf"useradd [^\n]*--uid {uid}\b", "\n".join(lines))
+    assert any(line.startswith(f"COPY --chown={uid}:") for line in lines)  # owns /app
+    for name, template in pod_templates(render(FULL)):
+        if "redis" not in name:
+            context = template["spec"]["securityContext"]
+            assert (context["runAsUser"], context["runAsGroup"]) == (int(uid), int(gid)), name
+
+
 def redis_secret_env(container: dict[str, Any], secret: str) -> set[str]:
     return {
         e["name"]
