@@ -22,6 +22,7 @@ from gateway.build import load_config
 from observability.dashboards import OUT as DASHBOARDS
 from observability.prometheus import RULES
 from tests.paths import ROOT
+from tests.unit.helm.network_policy import Pod, allows
 
 CHART = ROOT / "helm" / "raygate"
 KUBERNETES = "1.30.0"
@@ -33,6 +34,7 @@ CORE_KINDS = {
     "PodDisruptionBudget",
     "Ingress",
     "ConfigMap",
+    "NetworkPolicy",
 }
 INSTALL = {"redis": {"passwordSalt": "salt-of-this-cluster"}}  # what every install must give
 
@@ -126,7 +128,7 @@ def test_core_manifests_pass_kubernetes_schemas(values: dict[str, Any] | None) -
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
     kinds = {d["kind"] for d in docs}
     assert {"RayService", "Secret", "Service", "StatefulSet", "ConfigMap", "ServiceMonitor",
-            "PrometheusRule", "PodDisruptionBudget"} <= kinds  # fmt: skip
+            "PrometheusRule", "PodDisruptionBudget", "NetworkPolicy"} <= kinds  # fmt: skip
     if values is FULL:
         assert {"CronJob", "Ingress"} <= kinds
 
@@ -233,6 +235,10 @@ def test_secrets_monitoring_and_the_nightly_job() -> None:
         ({"redis": {"internal": {"enabled": False}}}, "/redis/external"),
         ({"redis": {"passwordSalt": ""}}, "at '/redis': 'anyOf' failed"),
         ({"redis": {"password": "two words"}}, "/redis/password"),
+        (
+            {"networkPolicy": {"monitoring": {"podSelector": {"app": "x"}}}},
+            "/networkPolicy/monitoring/podSelector",
+        ),
         ({"batch": {"enabled": True}}, "/batch/input"),
         ({"batch": {"schedule": "nightly"}}, "/batch/schedule"),
         ({"ray": {"workerGroups": []}}, "/ray/workerGroups"),
@@ -243,6 +249,100 @@ def test_secrets_monitoring_and_the_nightly_job() -> None:
 def test_bad_values_fail_with_a_clear_message(values: dict[str, Any], message: str) -> None:
     with pytest.raises((helm.HelmValuesError, helm.HelmRenderError), match=message):
         render(values)
+
+
+RELEASE = {"app.kubernetes.io/name": "raygate", "app.kubernetes.io/instance": "rg"}
+INGRESS = Pod("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
+LOOKALIKE = Pod("team-b", {"app.kubernetes.io/name": "ingress-nginx"})  # wrong namespace
+PROMETHEUS = Pod("monitoring", {"app.kubernetes.io/name": "prometheus"})
+OPERATOR = Pod("kuberay-system", {"app.kubernetes.io/name": "kuberay-operator"})
+NEIGHBOUR = Pod("ai", {"app": "notebook"})  # another workload in the release's namespace
+OTHER_RELEASE = Pod("ai", RELEASE | {"app.kubernetes.io/instance": "rg2"})
+BATCH = Pod("ai", RELEASE | {"app.kubernetes.io/component": "batch"})
+WORKER = Pod("ai", RELEASE | {"app.kubernetes.io/component": "ray-worker"})
+WORKER_PORT = 10123  # one of the ports Ray gives its workers
+
+
+@pytest.fixture(scope="module")
+def full() -> list[dict[str, Any]]:
+    return render(FULL)
+
+
+def targets(docs: list[dict[str, Any]]) -> dict[str, Pod]:
+    """Each rendered pod by its component label, as NetworkPolicies see it."""
+    found = {}
+    for _, template in pod_templates(docs):
+        labels = template["metadata"]["labels"]
+        ports = {
+            p["name"]: p["containerPort"]
+            for c in containers(template)
+            for p in c.get("ports", [])
+            if "name" in p
+        }
+        found[labels["app.kubernetes.io/component"]] = Pod("ai", labels, ports)
+    return found
+
+
+def policies(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "NetworkPolicy"]
+
+
+@pytest.mark.parametrize(
+    ("source", "component", "port", "allowed"),
+    [
+        (INGRESS, "ray-head", 8000, True),
+        (INGRESS, "ray-worker", 8000, True),
+        (INGRESS, "ray-head", 8265, False),
+        (INGRESS, "ray-head", 10001, False),
+        (INGRESS, "ray-head", 6379, False),
+        (INGRESS, "ray-head", 8080, False),
+        (INGRESS, "redis-quota", 6379, False),
+        (LOOKALIKE, "ray-head", 8000, False),
+        (NEIGHBOUR, "ray-head", 8000, False),
+        (NEIGHBOUR, "ray-head", 8265, False),
+        (NEIGHBOUR, "ray-head", 10001, False),
+        (NEIGHBOUR, "ray-worker", WORKER_PORT, False),
+        (NEIGHBOUR, "redis-quota", 6379, False),
+        (NEIGHBOUR, "redis-cache", 6379, False),
+        (NEIGHBOUR, "batch", 8080, False),
+        (OTHER_RELEASE, "ray-head", 8265, False),
+        (OTHER_RELEASE, "redis-quota", 6379, False),
+        (BATCH, "ray-head", 10001, True),
+        (BATCH, "ray-head", 8265, True),
+        (WORKER, "ray-head", 6379, True),
+        (WORKER, "ray-worker", WORKER_PORT, True),
+        (WORKER, "redis-quota", 6379, True),
+        (WORKER, "redis-cache", 6379, True),
+        (WORKER, "redis-quota", 16379, False),
+        (PROMETHEUS, "ray-head", 8080, True),
+        (PROMETHEUS, "ray-worker", 8080, True),
+        (PROMETHEUS, "ray-head", 8000, False),
+        (PROMETHEUS, "ray-head", 8265, False),
+        (OPERATOR, "ray-head", 8265, True),  # it deploys serveConfigV2 there
+        (OPERATOR, "ray-head", 8000, True),  # and checks the head's proxy
+        (OPERATOR, "ray-head", 10001, False),
+        (OPERATOR, "ray-worker", 8265, False),
+    ],
+)
+def test_network_policies_let_in_only_the_release_the_ingress_and_prometheus(
+    full: list[dict[str, Any]], source: Pod, component: str, port: int, allowed: bool
+) -> None:
+    assert allows(policies(full), "ai", source, targets(full)[component], port) is allowed
+
+
+def test_network_policy_peers_come_from_values_and_can_be_switched_off() -> None:
+    traefik = Pod("edge", {"app.kubernetes.io/name": "traefik"})
+    peer = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "edge"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}},
+    }
+    docs = render({"networkPolicy": {"ingressController": peer, "monitoring": peer}})
+    head = targets(docs)["ray-head"]
+    assert allows(policies(docs), "ai", traefik, head, 8000)
+    assert allows(policies(docs), "ai", traefik, head, 8080)
+    assert not allows(policies(docs), "ai", INGRESS, head, 8000)
+    assert not allows(policies(docs), "ai", PROMETHEUS, head, 8080)
+    assert not policies(render({"networkPolicy": {"enabled": False}}))
 
 
 @pytest.mark.parametrize("values", [None, GPU_VALUES, FULL], ids=["local", "gpu", "full"])
