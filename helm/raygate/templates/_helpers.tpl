@@ -33,12 +33,54 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-tenants" (include "raygate.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
 
-{{- define "raygate.redisUrl" -}}
-{{- if .Values.redis.internal.enabled -}}
-redis://{{ include "raygate.fullname" . }}-redis:6379/0
+{{/*
+The Redis password when the chart renders its Secret: redis.password, else derived from
+the namespace, the release and redis.passwordSalt. The same on every render (helm
+template, GitOps), never looked up or drawn at random.
+*/}}
+{{- define "raygate.redisPassword" -}}
+{{- if .Values.redis.password -}}
+{{- .Values.redis.password -}}
 {{- else -}}
-{{- required "redis.external.url is required when redis.internal.enabled is false" .Values.redis.external.url -}}
+{{- $salt := required "redis.password, redis.existingSecret or redis.passwordSalt is required" .Values.redis.passwordSalt -}}
+{{- printf "raygate-redis\n%s\n%s\n%s" .Release.Namespace .Release.Name $salt | sha256sum | trunc 32 -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Pod annotations that roll the pods when the chart's Redis password changes. */}}
+{{- define "raygate.passwordChecksum" -}}
+{{- if not .Values.redis.existingSecret -}}
+checksum/redis-password: {{ include "raygate.redisPassword" . | sha256sum }}
+{{- end -}}
+{{- end -}}
+
+{{/* A store's URL: "quota" or "cache" (the chart's own StatefulSet or external.<store>Url). */}}
+{{- define "raygate.redisUrl" -}}
+{{- $ := index . 0 -}}
+{{- $store := index . 1 -}}
+{{- if $.Values.redis.internal.enabled -}}
+redis://{{ include "raygate.fullname" $ }}-redis-{{ $store }}:6379/0
+{{- else -}}
+{{- required (printf "redis.external.%sUrl is required when redis.internal.enabled is false" $store) (index $.Values.redis.external (printf "%sUrl" $store)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Security contexts. Every pod runs as a non-root uid with the runtime's seccomp profile;
+every container without privilege escalation or capabilities. The image's USER
+(Dockerfile) is 1000:1000; Redis's image's user is 999 in group 1000.
+*/}}
+{{- define "raygate.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ . }}
+runAsGroup: 1000
+fsGroup: 1000
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+
+{{- define "raygate.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+capabilities: {drop: [ALL]}
 {{- end -}}
 
 {{/*
@@ -73,11 +115,10 @@ Redis, tenants file and HTTP settings. Unknown model ids in the overrides fail.
 {{- $_ := set $auth "anonymous_tenant" $args.auth.anonymous_tenant -}}
 {{- end -}}
 {{- $_ := set $args "auth" $auth -}}
-{{- $redis := include "raygate.redisUrl" . -}}
-{{- $_ := set $args.quota "redis_url" $redis -}}
+{{- $_ := set $args.quota "redis_url" (include "raygate.redisUrl" (list . "quota")) -}}
 {{- $_ := set $args.quota "redis_password_env" "RAYGATE_REDIS_PASSWORD" -}}
 {{- if $args.cache -}}
-{{- $_ := set $args.cache "redis_url" $redis -}}
+{{- $_ := set $args.cache "redis_url" (include "raygate.redisUrl" (list . "cache")) -}}
 {{- $_ := set $args.cache "redis_password_env" "RAYGATE_REDIS_PASSWORD" -}}
 {{- end -}}
 {{- $http := dict "host" "0.0.0.0" "port" 8000 "request_timeout_s" .Values.app.requestTimeoutS -}}
@@ -98,10 +139,35 @@ env:
     value: {{ ternary "1" "0" (eq .Values.app.profile "local") | quote }}
 volumeMounts:
   - {name: tenants, mountPath: /etc/raygate, readOnly: true}
+securityContext: {{- include "raygate.containerSecurityContext" . | nindent 2 }}
 {{- end -}}
 
 {{- define "raygate.rayVolumes" -}}
 volumes:
   - name: tenants
     secret: {secretName: {{ include "raygate.tenantsSecret" . }}}
+{{- end -}}
+
+{{/*
+redis.conf of a store: (list "quota"|"cache" its-values). The quota store keeps every
+bucket and lease: a full store refuses writes (the gateway then applies
+quota.on_redis_error) and every write is appended to disk. The cache store evicts its
+least recently used entries and keeps nothing on disk.
+*/}}
+{{- define "raygate.redisConf" -}}
+{{- $store := index . 0 -}}
+{{- $values := index . 1 -}}
+port 6379
+dir /data
+maxmemory {{ $values.maxmemory }}
+{{- if eq $store "quota" }}
+maxmemory-policy noeviction
+appendonly yes
+appendfsync everysec
+{{- else }}
+maxmemory-policy allkeys-lru
+appendonly no
+{{- end }}
+save ""
+include /run/redis/auth.conf
 {{- end -}}

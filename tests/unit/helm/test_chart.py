@@ -1,11 +1,14 @@
 """The Helm chart, linted and rendered offline with Helm's own SDK: core manifests
 validated against Kubernetes' schemas, `serveConfigV2` against Ray Serve's schema and
-raygate's own config, and equal to the local profile except where it must differ."""
+raygate's own config, and equal to the local profile except where it must differ; the
+network policies, pod security and Redis stores checked for what they let happen."""
 
 from __future__ import annotations
 
 import copy
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from gateway.build import load_config
 from observability.dashboards import OUT as DASHBOARDS
 from observability.prometheus import RULES
 from tests.paths import ROOT
+from tests.unit.helm.network_policy import Pod, allows
 
 CHART = ROOT / "helm" / "raygate"
 KUBERNETES = "1.30.0"
@@ -30,12 +34,29 @@ CORE_KINDS = {
     "PodDisruptionBudget",
     "Ingress",
     "ConfigMap",
+    "NetworkPolicy",
 }
+INSTALL = {"redis": {"passwordSalt": "salt-of-this-cluster"}}  # what every install must give
 
 
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = (
+            merged(out[key], value)
+            if isinstance(out.get(key), dict) and isinstance(value, dict)
+            else copy.deepcopy(value)
+        )
+    return out
+
+
+def render(
+    values: dict[str, Any] | None = None, name: str = "rg", namespace: str = "ai"
+) -> list[dict[str, Any]]:
     chart = helm.Chart.load(str(CHART))
-    manifests = chart.render(values, name="rg", namespace="ai", is_install=True)
+    manifests = chart.render(
+        merged(INSTALL, values or {}), name=name, namespace=namespace, is_install=True
+    )
     docs = [d for text in manifests.values() for d in yaml.safe_load_all(text) if d]
     return docs
 
@@ -49,6 +70,27 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
 def serve_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load(one(docs, "RayService")["spec"]["serveConfigV2"])
     return config
+
+
+def pod_templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(owner/part, pod template) for every pod the chart's manifests make."""
+    for doc in docs:
+        name, spec = f"{doc['kind']}/{doc['metadata']['name']}", doc.get("spec", {})
+        if doc["kind"] == "RayService":
+            cluster = spec["rayClusterConfig"]
+            yield f"{name}/head", cluster["headGroupSpec"]["template"]
+            for group in cluster["workerGroupSpecs"]:
+                yield f"{name}/{group['groupName']}", group["template"]
+        elif doc["kind"] in ("StatefulSet", "Deployment", "DaemonSet", "Job"):
+            yield name, spec["template"]
+        elif doc["kind"] == "CronJob":
+            yield name, spec["jobTemplate"]["spec"]["template"]
+
+
+def containers(template: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = template["spec"]
+    found: list[dict[str, Any]] = spec["containers"] + spec.get("initContainers", [])
+    return found
 
 
 def profile_args(path: Path) -> dict[str, Any]:
@@ -65,7 +107,7 @@ FULL = {  # every optional part switched on
 
 
 def test_lint_finds_no_warnings_or_errors() -> None:
-    for values in (None, GPU_VALUES, FULL):
+    for values in (INSTALL, merged(INSTALL, GPU_VALUES), merged(INSTALL, FULL)):
         report = helm.lint(str(CHART), values, strict=True)
         assert not report["errors"], report
         assert all(m["severity"] < 2 for m in report["messages"]), report
@@ -86,7 +128,7 @@ def test_core_manifests_pass_kubernetes_schemas(values: dict[str, Any] | None) -
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
     kinds = {d["kind"] for d in docs}
     assert {"RayService", "Secret", "Service", "StatefulSet", "ConfigMap", "ServiceMonitor",
-            "PrometheusRule", "PodDisruptionBudget"} <= kinds  # fmt: skip
+            "PrometheusRule", "PodDisruptionBudget", "NetworkPolicy"} <= kinds  # fmt: skip
     if values is FULL:
         assert {"CronJob", "Ingress"} <= kinds
 
@@ -107,7 +149,7 @@ def test_serve_config_is_the_profile_with_only_the_intended_differences(
     expected = copy.deepcopy(profile_args(profile))
     expected["auth"] = {"enabled": True, "tenants_file": "/etc/raygate/tenants.yaml"}
     for section in ("quota", "cache"):
-        expected[section] |= {"redis_url": "redis://rg-raygate-redis:6379/0",
+        expected[section] |= {"redis_url": f"redis://rg-raygate-redis-{section}:6379/0",
                               "redis_password_env": "RAYGATE_REDIS_PASSWORD"}  # fmt: skip
     for model_id, override in ((values or {}).get("app", {}).get("models") or {}).items():
         entry = next(m for m in expected["models"] if m["id"] == model_id)
@@ -143,7 +185,10 @@ def test_values_override_models_replicas_and_autoscaling() -> None:
 
 
 def test_gpu_workers_ask_for_gpus_and_redis_can_be_external() -> None:
-    external = {"internal": {"enabled": False}, "external": {"url": "redis://cache.prod:6379/1"}}
+    external = {
+        "internal": {"enabled": False},
+        "external": {"quotaUrl": "redis://quota.prod:6379/0", "cacheUrl": "redis://c.prod:6379/1"},
+    }
     values = {**GPU_VALUES, "redis": external}
     docs = render(values)
     worker = one(docs, "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
@@ -152,13 +197,14 @@ def test_gpu_workers_ask_for_gpus_and_redis_can_be_external() -> None:
     assert worker["rayStartParams"]["num-gpus"] == "1"
     assert not [d for d in docs if d["kind"] == "StatefulSet"]
     args = serve_config(docs)["applications"][0]["args"]
-    assert args["quota"]["redis_url"] == args["cache"]["redis_url"] == "redis://cache.prod:6379/1"
+    assert args["quota"]["redis_url"] == "redis://quota.prod:6379/0"
+    assert args["cache"]["redis_url"] == "redis://c.prod:6379/1"
 
 
 def test_secrets_monitoring_and_the_nightly_job() -> None:
     docs = render(FULL)
     password = one(docs, "Secret", "rg-raygate-redis")["stringData"]["redis-password"]
-    assert len(password) == 32  # generated when not given
+    assert len(password) == 32  # derived when not given
     tenants = one(docs, "Secret", "rg-raygate-tenants")["stringData"]["tenants.yaml"]
     assert yaml.safe_load(tenants)["tenants"]
     rule = one(docs, "PrometheusRule")
@@ -187,6 +233,12 @@ def test_secrets_monitoring_and_the_nightly_job() -> None:
         ({"app": {"profile": "tpu"}}, "value must be one of 'local', 'gpu'"),
         ({"app": {"profile": "local", "models": {"nope": {}}}}, "app.models.nope: no such id"),
         ({"redis": {"internal": {"enabled": False}}}, "/redis/external"),
+        ({"redis": {"passwordSalt": ""}}, "at '/redis': 'anyOf' failed"),
+        ({"redis": {"password": "two words"}}, "/redis/password"),
+        (
+            {"networkPolicy": {"monitoring": {"podSelector": {"app": "x"}}}},
+            "/networkPolicy/monitoring/podSelector",
+        ),
         ({"batch": {"enabled": True}}, "/batch/input"),
         ({"batch": {"schedule": "nightly"}}, "/batch/schedule"),
         ({"ray": {"workerGroups": []}}, "/ray/workerGroups"),
@@ -197,3 +249,229 @@ def test_secrets_monitoring_and_the_nightly_job() -> None:
 def test_bad_values_fail_with_a_clear_message(values: dict[str, Any], message: str) -> None:
     with pytest.raises((helm.HelmValuesError, helm.HelmRenderError), match=message):
         render(values)
+
+
+RELEASE = {"app.kubernetes.io/name": "raygate", "app.kubernetes.io/instance": "rg"}
+INGRESS = Pod("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
+LOOKALIKE = Pod("team-b", {"app.kubernetes.io/name": "ingress-nginx"})  # wrong namespace
+PROMETHEUS = Pod("monitoring", {"app.kubernetes.io/name": "prometheus"})
+OPERATOR = Pod("kuberay-system", {"app.kubernetes.io/name": "kuberay-operator"})
+NEIGHBOUR = Pod("ai", {"app": "notebook"})  # another workload in the release's namespace
+OTHER_RELEASE = Pod("ai", RELEASE | {"app.kubernetes.io/instance": "rg2"})
+BATCH = Pod("ai", RELEASE | {"app.kubernetes.io/component": "batch"})
+WORKER = Pod("ai", RELEASE | {"app.kubernetes.io/component": "ray-worker"})
+WORKER_PORT = 10123  # one of the ports Ray gives its workers
+
+
+@pytest.fixture(scope="module")
+def full() -> list[dict[str, Any]]:
+    return render(FULL)
+
+
+def targets(docs: list[dict[str, Any]]) -> dict[str, Pod]:
+    """Each rendered pod by its component label, as NetworkPolicies see it."""
+    found = {}
+    for _, template in pod_templates(docs):
+        labels = template["metadata"]["labels"]
+        ports = {
+            p["name"]: p["containerPort"]
+            for c in containers(template)
+            for p in c.get("ports", [])
+            if "name" in p
+        }
+        found[labels["app.kubernetes.io/component"]] = Pod("ai", labels, ports)
+    return found
+
+
+def policies(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "NetworkPolicy"]
+
+
+@pytest.mark.parametrize(
+    ("source", "component", "port", "allowed"),
+    [
+        (INGRESS, "ray-head", 8000, True),
+        (INGRESS, "ray-worker", 8000, True),
+        (INGRESS, "ray-head", 8265, False),
+        (INGRESS, "ray-head", 10001, False),
+        (INGRESS, "ray-head", 6379, False),
+        (INGRESS, "ray-head", 8080, False),
+        (INGRESS, "redis-quota", 6379, False),
+        (LOOKALIKE, "ray-head", 8000, False),
+        (NEIGHBOUR, "ray-head", 8000, False),
+        (NEIGHBOUR, "ray-head", 8265, False),
+        (NEIGHBOUR, "ray-head", 10001, False),
+        (NEIGHBOUR, "ray-worker", WORKER_PORT, False),
+        (NEIGHBOUR, "redis-quota", 6379, False),
+        (NEIGHBOUR, "redis-cache", 6379, False),
+        (NEIGHBOUR, "batch", 8080, False),
+        (OTHER_RELEASE, "ray-head", 8265, False),
+        (OTHER_RELEASE, "redis-quota", 6379, False),
+        (BATCH, "ray-head", 10001, True),
+        (BATCH, "ray-head", 8265, True),
+        (WORKER, "ray-head", 6379, True),
+        (WORKER, "ray-worker", WORKER_PORT, True),
+        (WORKER, "redis-quota", 6379, True),
+        (WORKER, "redis-cache", 6379, True),
+        (WORKER, "redis-quota", 16379, False),
+        (PROMETHEUS, "ray-head", 8080, True),
+        (PROMETHEUS, "ray-worker", 8080, True),
+        (PROMETHEUS, "ray-head", 8000, False),
+        (PROMETHEUS, "ray-head", 8265, False),
+        (OPERATOR, "ray-head", 8265, True),  # it deploys serveConfigV2 there
+        (OPERATOR, "ray-head", 8000, True),  # and checks the head's proxy
+        (OPERATOR, "ray-head", 10001, False),
+        (OPERATOR, "ray-worker", 8265, False),
+    ],
+)
+def test_network_policies_let_in_only_the_release_the_ingress_and_prometheus(
+    full: list[dict[str, Any]], source: Pod, component: str, port: int, allowed: bool
+) -> None:
+    assert allows(policies(full), "ai", source, targets(full)[component], port) is allowed
+
+
+def test_network_policy_peers_come_from_values_and_can_be_switched_off() -> None:
+    traefik = Pod("edge", {"app.kubernetes.io/name": "traefik"})
+    peer = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "edge"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}},
+    }
+    docs = render({"networkPolicy": {"ingressController": peer, "monitoring": peer}})
+    head = targets(docs)["ray-head"]
+    assert allows(policies(docs), "ai", traefik, head, 8000)
+    assert allows(policies(docs), "ai", traefik, head, 8080)
+    assert not allows(policies(docs), "ai", INGRESS, head, 8000)
+    assert not allows(policies(docs), "ai", PROMETHEUS, head, 8080)
+    assert not policies(render({"networkPolicy": {"enabled": False}}))
+
+
+@pytest.mark.parametrize("values", [None, GPU_VALUES, FULL], ids=["local", "gpu", "full"])
+def test_every_pod_runs_as_non_root_without_privileges(values: dict[str, Any] | None) -> None:
+    docs = render(values)
+    templates = dict(pod_templates(docs))
+    for name, template in templates.items():
+        pod = template["spec"].get("securityContext", {})
+        for container in containers(template):
+            context = pod | container.get("securityContext", {})
+            where = f"{name}/{container['name']}"
+            assert context.get("runAsNonRoot") is True, where
+            assert context.get("runAsUser", 0) != 0, where
+            assert context.get("allowPrivilegeEscalation") is False, where
+            assert context.get("capabilities") == {"drop": ["ALL"]}, where
+            assert context.get("seccompProfile") == {"type": "RuntimeDefault"}, where
+    workers = len(one(docs, "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"])
+    batch = 1 if values is FULL else 0
+    assert len(templates) == 1 + workers + 2 + batch  # head, workers, both Redis, batch
+    # the autoscaler sidecar KubeRay adds to the head
+    autoscaler = one(docs, "RayService")["spec"]["rayClusterConfig"]["autoscalerOptions"]
+    assert autoscaler["securityContext"]["allowPrivilegeEscalation"] is False
+    assert autoscaler["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_image_runs_as_the_user_the_ray_pods_run_as() -> None:
+    lines = (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users, "the Dockerfile sets no USER: the image runs as root"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit() and int(uid) != 0  # numeric: runAsNonRoot can verify it
+    assert re.search(rf"useradd [^\n]*--uid {uid}\b", "\n".join(lines))
+    assert any(line.startswith(f"COPY --chown={uid}:") for line in lines)  # owns /app
+    for name, template in pod_templates(render(FULL)):
+        if "redis" not in name:
+            context = template["spec"]["securityContext"]
+            assert (context["runAsUser"], context["runAsGroup"]) == (int(uid), int(gid)), name
+
+
+def redis_secret_env(container: dict[str, Any], secret: str) -> set[str]:
+    return {
+        e["name"]
+        for e in container.get("env", [])
+        if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == secret
+    }
+
+
+def command_lines(container: dict[str, Any]) -> list[str]:
+    probes = [container.get(p, {}) for p in ("readinessProbe", "livenessProbe", "startupProbe")]
+    execs = [line for p in probes if "exec" in p for line in p["exec"]["command"]]
+    return [*container.get("command", []), *container.get("args", []), *execs]
+
+
+def test_no_command_line_carries_the_redis_password() -> None:
+    password = "Pw-only-in-the-Secret"
+    docs = render(merged(FULL, {"redis": {"password": password}}))
+    secret = one(docs, "Secret", "rg-raygate-redis")
+    assert secret["stringData"]["redis-password"] == password
+    assert password not in yaml.safe_dump_all([d for d in docs if d is not secret])
+    for name, template in pod_templates(docs):
+        for container in containers(template):
+            env = redis_secret_env(container, "rg-raygate-redis")
+            for line in command_lines(container):
+                for variable in env:  # $(VAR) is expanded by the kubelet, $VAR by a shell
+                    assert not re.search(rf"\$\(?\{{?{variable}\b", line), (name, line)
+
+
+def test_the_redis_password_is_the_same_on_every_render() -> None:
+    def password(docs: list[dict[str, Any]]) -> str:
+        value: str = one(docs, "Secret", "rg-raygate-redis")["stringData"]["redis-password"]
+        return value
+
+    first = password(render())
+    assert password(render()) == first  # helm template, GitOps: no drift, no rotation
+    assert len(first) == 32
+    assert password(render(namespace="ai-staging")) != first
+    assert password(render({"redis": {"passwordSalt": "another cluster"}})) != first
+    assert password(render({"redis": {"password": "given"}})) == "given"
+    annotations = [t["metadata"].get("annotations", {}) for _, t in pod_templates(render())]
+    assert all("checksum/redis-password" in a for a in annotations)  # a change rolls the pods
+
+
+def test_an_existing_redis_secret_is_used_and_none_rendered() -> None:
+    docs = render(merged(FULL, {"redis": {"existingSecret": "theirs", "passwordSalt": ""}}))
+    assert not [d for d in docs if d["kind"] == "Secret" and "redis" in d["metadata"]["name"]]
+    references = []
+    for _, template in pod_templates(docs):
+        for container in containers(template):
+            for e in container.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("key") == "redis-password":
+                    references.append(ref["name"])
+        for volume in template["spec"].get("volumes", []):
+            items = volume.get("secret", {}).get("items", [])
+            if any(i["key"] == "redis-password" for i in items):
+                references.append(volume["secret"]["secretName"])
+    assert references and set(references) == {"theirs"}
+    assert len(references) >= 4  # head, worker, both Redis stores
+
+
+def redis_store(docs: list[dict[str, Any]], url: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """The redis.conf directives and pod template of the Redis a redis:// URL reaches."""
+    host = url.removeprefix("redis://").split(":")[0]
+    selector = one(docs, "Service", host)["spec"]["selector"]
+    (statefulset,) = [
+        d
+        for d in docs
+        if d["kind"] == "StatefulSet"
+        and selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+    ]
+    template = statefulset["spec"]["template"]
+    (config,) = [v["configMap"]["name"] for v in template["spec"]["volumes"] if "configMap" in v]
+    text = one(docs, "ConfigMap", config)["data"]["redis.conf"]
+    directives = dict(line.split(" ", 1) for line in text.splitlines() if line.strip())
+    return directives, statefulset
+
+
+def test_quota_and_cache_have_their_own_redis_and_only_the_cache_evicts() -> None:
+    docs = render({"redis": {"internal": {"cache": {"maxmemory": "2gb"}}}})
+    args = serve_config(docs)["applications"][0]["args"]
+    quota, quota_set = redis_store(docs, args["quota"]["redis_url"])
+    cache, cache_set = redis_store(docs, args["cache"]["redis_url"])
+    assert quota_set is not cache_set
+    assert quota["maxmemory-policy"] == "noeviction"  # a bucket or lease is never dropped
+    assert quota["appendonly"] == "yes"
+    claims = quota_set["spec"]["volumeClaimTemplates"]
+    assert [c["metadata"]["name"] for c in claims] == ["data"] and quota["dir"] == "/data"
+    assert cache["maxmemory-policy"] == "allkeys-lru" and cache["maxmemory"] == "2gb"
+    assert cache["appendonly"] == "no"
+    unpersisted = render({"redis": {"internal": {"quota": {"persistence": {"enabled": False}}}}})
+    _, quota_set = redis_store(unpersisted, args["quota"]["redis_url"])
+    assert "volumeClaimTemplates" not in quota_set["spec"]
