@@ -10,6 +10,11 @@ new engine then writes what the failed one would have written.
 `Progress` keeps what the client has been sent and turns the new engine's chunks into
 the chunks of the one stream: prompt tokens counted once (the original prompt), completion
 tokens across both engines.
+
+What token ids cannot carry: a stop string that straddles the hand-over (an engine
+matches stop strings in its own output only), and a character whose first bytes the
+failed engine had generated but not yet sent as text (the new engine may take them as
+prompt and never send them).
 """
 
 from __future__ import annotations
