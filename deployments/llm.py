@@ -158,7 +158,12 @@ class LLMDeployment:
                 if output.finished:
                     finish = "length" if completion.finish_reason == "length" else "stop"
                 yield GenerationChunk(
-                    completion.text, prompt_tokens, completion_tokens, finish, replica
+                    completion.text,
+                    prompt_tokens,
+                    completion_tokens,
+                    finish,
+                    replica,
+                    tuple(completion.token_ids),
                 )
                 replica = None
             outcome = "finished"

@@ -114,7 +114,10 @@ def _targets(config: AppConfig, sources: Mapping[str, str], backends: Backends) 
     for name in backends.llms:
         encoders.setdefault(sources[name], load_prompt_encoder(sources[name]))
     return _Targets(
-        llms={name: LLMTarget(b, encoders[sources[name]]) for name, b in backends.llms.items()},
+        llms={
+            name: LLMTarget(b, encoders[sources[name]], weights=sources[name])
+            for name, b in backends.llms.items()
+        },
         embedders={
             e.id: EmbedderTarget(
                 backends.embedders[e.id], load_text_token_counter(sources[e.id]), e.truncate

@@ -161,6 +161,12 @@ class GatewayMetrics:
             description="Requests moved on from one model to the next of its chain.",
             tag_keys=cast(Any, ("from_model", "to_model")),
         )
+        self._continuations = Counter(
+            PREFIX + "router_continuations_total",
+            description="Streams whose model failed after the first token, carried on by "
+            "the next model of its chain with the same weights.",
+            tag_keys=cast(Any, ("from_model", "to_model")),
+        )
         self._breaker_state = Gauge(
             PREFIX + "router_breaker_state",
             description="Circuit breaker of each model in this gateway replica: 0 closed, "
@@ -180,6 +186,9 @@ class GatewayMetrics:
                 tags={"model": model, "reason": reason}
             ),
             fallback=lambda from_model, to_model: self._fallbacks.inc(
+                tags={"from_model": from_model, "to_model": to_model}
+            ),
+            continued=lambda from_model, to_model: self._continuations.inc(
                 tags={"from_model": from_model, "to_model": to_model}
             ),
         )

@@ -37,6 +37,7 @@ class PromptCounter(Protocol):
 class LLMTarget:
     backend: ModelBackend
     prompts: PromptCounter  # models with the same tokenizer share one object
+    weights: str | None = None  # what it serves (its model folder); None: not known
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ The gateway sends one `GenerationRequest` and iterates the deployment's stream o
 
 * Errors found before generation starts (prompt too long, engine dead) are raised
   before the first chunk, so the gateway can still answer with a real HTTP status.
-* Every chunk carries the text generated since the previous one (possibly empty).
+* Every chunk carries the text generated since the previous one (possibly empty) and
+  the ids of the tokens generated since then, so the gateway can hand a stream whose
+  engine died to another engine with the same weights (gateway.routing.continuation).
 * The last chunk, and only the last, has `finish_reason` set ("stop" or "length").
 * `prompt_tokens` is set on every chunk; `completion_tokens` is the running total, so
   the last chunk holds the exact usage counted by the engine's tokenizer.
@@ -65,3 +67,4 @@ class GenerationChunk:
     completion_tokens: int
     finish_reason: FinishReason | None = None
     replica: str | None = None  # the model replica that generated it (first chunk only)
+    token_ids: tuple[int, ...] = ()  # generated since the previous chunk (empty: not known)

@@ -31,9 +31,10 @@ Log = list[str]
 
 
 class ScriptedModel:
-    """Streams `pieces`; `fail_before` raises before the first chunk, `fail_after` after
-    that many chunks, `stall` waits forever for its first chunk (until cancelled), `delay_s`
-    is how long the first chunk takes."""
+    """Streams `pieces`, one token each (its id: the piece's first character's code point);
+    `fail_before` raises before the first chunk, `fail_after` after that many chunks,
+    `stall` waits forever for its first chunk (until cancelled), `delay_s` is how long the
+    first chunk takes."""
 
     def __init__(
         self,
@@ -85,6 +86,7 @@ class ScriptedModel:
                     i + 1,
                     self.finish if last else None,
                     self.replica if i == 0 else None,
+                    (ord(piece[0]),) if piece else (),
                 )
         finally:
             self.closed += 1

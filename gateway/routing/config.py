@@ -50,6 +50,15 @@ class RoutingConfig(Strict):
         description="Model id -> the models (ids or aliases) to try next, in order, when it "
         "fails, times out or has an open circuit before the first token.",
     )
+    continue_streams: bool = Field(
+        default=True,
+        description="When a model fails after its first token, go on with the same stream "
+        "on the next model of its chain that serves the same weights (same `model` "
+        "folder): it gets the prompt and the tokens generated so far as token ids, with "
+        "max_tokens reduced by them, so the client sees one stream (with greedy decoding, "
+        "the text the failed model would have written). False, or no such fallback: the "
+        "stream ends with an error event.",
+    )
     max_attempts: int = Field(
         default=3, ge=1, description="Most model calls per request, the first included."
     )

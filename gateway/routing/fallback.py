@@ -1,12 +1,15 @@
-"""Fallback chains: a request keeps going when a model fails before its first token.
+"""Fallback chains: a request keeps going when a model fails.
 
 `ChainBackend` is a generation backend over a chain of models (the one asked for, then
 its configured fallbacks). Before the first token, an error, a time-to-first-token
 timeout, a full queue or an open circuit moves the request to the next model, after a
 jittered backoff, within the request's overall deadline and at most `max_attempts`
-calls. Once a token has been streamed there is no silent retry: a later failure ends
-the stream (the SSE layer turns it into an error event). Client errors (4xx) are never
-retried: the next model would refuse them too. How each failure is judged is one table,
+calls. After the first token, the model's own failure hands the stream on to the next
+model of the chain that serves the same weights (`ChainBackend._continued`, with the
+arithmetic in gateway.routing.continuation), so the client sees one stream; where none
+can (`continue_streams` off, other weights, none left), the failure ends the stream
+(the SSE layer turns it into an error event). Client errors (4xx) are never retried:
+the next model would refuse them too. How each failure is judged is one table,
 `VERDICTS`.
 """
 
@@ -21,9 +24,11 @@ from dataclasses import dataclass, field
 
 from ray.serve.exceptions import BackPressureError
 
+from deployments.prompt import check_fits
 from gateway.errors import typed_error
 from gateway.routing.breaker import Attempt, Breakers
 from gateway.routing.config import RoutingConfig
+from gateway.routing.continuation import Progress
 from gateway.targets import ModelBackend, Served, Started
 from schemas.errors import APIError, GatewayTimeout, Overloaded, ServiceUnavailable, retry_after
 from schemas.generation import GenerationChunk, GenerationRequest
@@ -38,6 +43,17 @@ class Link:
     model_id: str
     backend: ModelBackend
     adapt: Adapt
+    weights: str | None = None  # what it serves (its model folder); None: its streams end
+
+
+@dataclass(frozen=True)
+class _Running:
+    """A call whose first chunk is in: the model, what it was sent, and its chunks."""
+
+    link: Link
+    sent: GenerationRequest
+    first: GenerationChunk
+    chunks: AsyncIterator[GenerationChunk]
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,7 @@ class ChainEvents:
 
     failed: Callable[[str, str], None] = lambda _model, _reason: None
     fallback: Callable[[str, str], None] = lambda _from, _to: None
+    continued: Callable[[str, str], None] = lambda _from, _to: None  # a stream handed on
 
 
 @dataclass
@@ -116,46 +133,109 @@ class ChainBackend:
         """The first model that starts, with who it is and who was passed over; raises the
         last error if none does (a client error at once, without trying the next).
 
-        After the first chunk a failure is raised from `rest` as it is (no retry); it
-        counts against the model's breaker only if it is the model's own (`verdict`)."""
+        After the first chunk, a failure of the model is counted against its breaker if
+        it is the model's own (`verdict`), and the stream goes on on the next model with
+        the same weights where one answers (`_continued`); otherwise `rest` raises it."""
         walk = _Walk(self._clock() + self._config.timeout_s)
-        link, first, chunks = await self._start(request, walk)
-        served = Served(link.model_id, first.replica, walk.calls, tuple(walk.passed_over))
-        return Started(served, first, self._rest(link, chunks, walk.deadline))
+        running = await self._walk(request, self._links, walk, self._as_routed)
+        first = running.first
+        served = Served(running.link.model_id, first.replica, walk.calls, tuple(walk.passed_over))
+        return Started(served, first, self._rest(running, walk))
 
-    async def _rest(
-        self, link: Link, chunks: AsyncIterator[GenerationChunk], deadline: float
-    ) -> AsyncGenerator[GenerationChunk, None]:
+    async def _rest(self, running: _Running, walk: _Walk) -> AsyncGenerator[GenerationChunk, None]:
+        """The chunks after the first, of one stream however many models write it."""
+        progress = Progress.of(running.sent, running.first)
         try:
             while True:
-                remaining = deadline - self._clock()
                 try:
-                    async with asyncio.timeout(max(remaining, 0.0)):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    raise self._timed_out() from None
+                    chunk = await self._next(running, walk.deadline)
                 except Exception as exc:
-                    if verdict(exc).model_failed:
-                        self._breakers[link.model_id].failure()
-                    raise
-                yield chunk
+                    await _close(running.chunks)
+                    running = await self._continued(running.link, progress, walk, exc)
+                    progress.hand_over()
+                    chunk = running.first
+                if chunk is None:
+                    return
+                yield progress.seen(chunk)
         finally:
-            await _close(chunks)
+            await _close(running.chunks)
 
-    async def _start(
-        self, request: GenerationRequest, walk: _Walk
-    ) -> tuple[Link, GenerationChunk, AsyncIterator[GenerationChunk]]:
-        """Walk the chain until a model sends its first chunk."""
+    async def _next(self, running: _Running, deadline: float) -> GenerationChunk | None:
+        """The call's next chunk (None: it has ended). Raises GatewayTimeout past the
+        deadline, and the call's failure, counted against the model's breaker if it is
+        the model's own."""
+        try:
+            async with asyncio.timeout(max(deadline - self._clock(), 0.0)):
+                return await anext(running.chunks)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise self._timed_out() from None
+        except Exception as exc:
+            if verdict(exc).model_failed:
+                self._breakers[running.link.model_id].failure()
+            raise
+
+    async def _continued(
+        self, failed: Link, progress: Progress, walk: _Walk, failure: Exception
+    ) -> _Running:
+        """The stream carried on from where `failed` left it, by the next model of the
+        chain with the same weights (the prompt and the tokens so far as token ids, the
+        rest of max_tokens). Raises `failure` where it cannot be: `continue_streams` off,
+        a failure that is not the model's, the deadline passed, nothing left to
+        generate, or no such model answers."""
+        continuation = progress.continuation()
+        heirs = self._heirs(failed)
+        if (
+            continuation is None
+            or not heirs
+            or not verdict(failure).try_next
+            or self._clock() >= walk.deadline
+        ):
+            raise failure
+        try:
+            running = await self._walk(continuation, heirs, walk, self._fitted, failed)
+        except Exception:
+            raise failure from None
+        self._events.continued(failed.model_id, running.link.model_id)
+        return running
+
+    def _heirs(self, failed: Link) -> tuple[Link, ...]:
+        """The models after `failed` in the chain that may carry on its stream."""
+        if not self._config.continue_streams or failed.weights is None:
+            return ()
+        later = self._links[self._links.index(failed) + 1 :]
+        return tuple(link for link in later if link.weights == failed.weights)
+
+    async def _as_routed(self, link: Link, request: GenerationRequest) -> GenerationRequest:
+        """The request for a model of the chain: as routed for the first, adapted to a
+        fallback (its tokenizer, its context)."""
+        return request if link is self._links[0] else await link.adapt(request)
+
+    async def _fitted(self, link: Link, continuation: GenerationRequest) -> GenerationRequest:
+        """A continuation for a model with the same weights (so the same token ids), if it
+        fits its context; raises ContextLengthExceeded otherwise."""
+        sampling, ids = continuation.sampling, continuation.prompt_token_ids or []
+        context = await link.backend.max_model_len()
+        check_fits(len(ids), sampling.max_tokens, context, sampling.min_tokens)
+        return continuation
+
+    async def _walk(
+        self,
+        request: GenerationRequest,
+        links: Sequence[Link],
+        walk: _Walk,
+        tailor: Callable[[Link, GenerationRequest], Awaitable[GenerationRequest]],
+        previous: Link | None = None,
+    ) -> _Running:
+        """Walk `links` until a model sends its first chunk; raises the last error."""
         error: BaseException | None = None
-        previous: str | None = None
-        for index, link in enumerate(self._links):
+        for link in links:
             if walk.calls >= self._config.max_attempts:
                 break
             if previous is not None:
-                self._events.fallback(previous, link.model_id)
-            previous = link.model_id
+                self._events.fallback(previous.model_id, link.model_id)
+            previous = link
             breaker = self._breakers[link.model_id]
             attempt = breaker.attempt()
             if attempt is None:
@@ -166,10 +246,10 @@ class ChainBackend:
                 )
                 continue
             try:  # every way out of here, cancellation included, settles the attempt
-                outcome = await self._call(link, attempt, request, index > 0, walk)
+                outcome = await self._call(link, attempt, request, tailor, walk)
             finally:
                 attempt.release()
-            if isinstance(outcome, tuple):
+            if isinstance(outcome, _Running):
                 return outcome
             error = outcome
             if isinstance(error, GatewayTimeout) and walk.deadline <= self._clock():
@@ -181,15 +261,15 @@ class ChainBackend:
         link: Link,
         attempt: Attempt,
         request: GenerationRequest,
-        fallback: bool,
+        tailor: Callable[[Link, GenerationRequest], Awaitable[GenerationRequest]],
         walk: _Walk,
-    ) -> tuple[Link, GenerationChunk, AsyncIterator[GenerationChunk]] | BaseException:
+    ) -> _Running | BaseException:
         """One model's try: its first chunk, or the error to move on with.
 
         Raises a client error (4xx) from the model, which no other model would accept
         either, and cancellation."""
         try:
-            tailored = await link.adapt(request) if fallback else request
+            tailored = await tailor(link, request)
         except APIError as exc:  # e.g. the prompt does not fit this model's context
             self._passed_over(walk, link, "does_not_fit")
             return exc
@@ -217,7 +297,7 @@ class ChainBackend:
             await _close(chunks)
             raise
         attempt.success()
-        return link, first, chunks
+        return _Running(link, tailored, first, chunks)
 
     def _reported(self, link: Link, exc: Exception, timeout: float) -> BaseException:
         """The error a client sees if no later model answers."""

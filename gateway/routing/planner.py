@@ -2,7 +2,8 @@
 
 A name is a model id, an alias, or the `auto` policy's name. The answer is a chain:
 the chosen model, then its configured fallbacks that the tenant may use, each with the
-request tokenized for it (models with one tokenizer share the token ids).
+request tokenized for it (models with one tokenizer share the token ids) and the weights
+it serves (a stream continues only on the same weights).
 """
 
 from __future__ import annotations
@@ -88,7 +89,13 @@ class RoutePlanner:
     def _links(
         self, first: Route[LLMTarget], original: GenerationRequest, may_use: MayUse
     ) -> list[Link]:
-        links = [Link(first.model_id, first.target.backend, _refit(first.target, original))]
+        first_link = Link(
+            first.model_id,
+            first.target.backend,
+            _refit(first.target, original),
+            first.target.weights,
+        )
+        links = [first_link]
         seen = {first.model_id}
         for name in self._config.fallbacks.get(first.model_id, []):
             route = self._models.resolve(name)
@@ -101,6 +108,7 @@ class RoutePlanner:
                     route.model_id,
                     route.target.backend,
                     _refit(route.target, None if shared else original),
+                    route.target.weights,
                 )
             )
         return links

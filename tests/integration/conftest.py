@@ -202,6 +202,7 @@ FAULTS: dict[str, dict[str, Any]] = {
     "broken": {"before_first_token": "error"},
     "stalled": {"before_first_token": "stall"},
     "midstream": {"before_first_token": "pass", "error_after_chunks": 1},
+    "stranded": {"before_first_token": "pass", "error_after_chunks": 1},  # no fallback
     "recovering": {"before_first_token": "error", "first_n": 4},
     "victim": {"before_first_token": "pass"},  # healthy until a test kills its replica
     "jammed": {  # one slot, one queued call per caller, no fallback: backpressure
@@ -213,19 +214,21 @@ FIRST_TOKEN_TIMEOUT_S = 2.0
 
 
 def add_routing_faults(args: dict[str, Any]) -> None:
-    """The fast tier gets two replicas (prefix affinity); the fault models fall back to
-    it, and the stalling ones give up on a first token after 2 s (the others, like the
-    real models, keep the config's: a loaded CI machine can take longer than 2 s to a
-    first token that does come). Breakers open after 2 failures for 5 s: longer
-    than a call takes even on a loaded machine, so the next call meets the open circuit,
-    and short enough for the tests to see them recover."""
+    """The fast tier gets two replicas (prefix affinity); the fault models but two fall
+    back to it (and wrap it: a stream they break goes on there), and the stalling ones
+    give up on a first token after 2 s (the others, like the real models, keep the
+    config's: a loaded CI machine can take longer than 2 s to a first token that does
+    come). Breakers open after 2 failures for 5 s: longer than a call takes even on a
+    loaded machine, so the next call meets the open circuit, and short enough for the
+    tests to see them recover."""
     fast = args["models"][1]
     fast["deployment"]["num_replicas"] = 2
     args["fault_injection"] = [
         {"id": name, "wraps": fast["id"], **fault} for name, fault in FAULTS.items()
     ]
     routing = args["routing"]
-    routing["fallbacks"] |= {name: [fast["id"]] for name in FAULTS if name != "jammed"}
+    alone = {"jammed", "stranded"}
+    routing["fallbacks"] |= {name: [fast["id"]] for name in FAULTS if name not in alone}
     stalling = [name for name, fault in FAULTS.items() if fault["before_first_token"] == "stall"]
     routing["first_token_timeouts"] = {name: FIRST_TOKEN_TIMEOUT_S for name in stalling}
     routing["breaker"] = {"failure_threshold": 2, "open_s": 5.0}

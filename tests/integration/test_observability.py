@@ -89,7 +89,7 @@ def generate_load(cluster: Cluster, pushgateway: Daemon) -> None:
     assert missing.status_code == 404  # an error for the error panels
     broken = httpx.post(  # fails after its first chunk: status 200, then an error event
         f"{url}/v1/chat/completions",
-        json={**chat, "model": "midstream", "stream": True},
+        json={**chat, "model": "stranded", "stream": True},
         headers=cluster.auth,
         timeout=120,
     )
@@ -137,8 +137,8 @@ def test_every_panel_and_rule_evaluates_and_key_panels_show_data(
     def labelled_right() -> bool:  # once Ray has exported the last requests
         requests = series(f"sum by (tenant, model, route, status) ({GW}requests_total)")
         errors = series(f"sum by (model, status, type) ({GW}errors_total)")
-        midstream = [e for e in errors if e["model"] == "midstream" and e["status"] == "200"]
-        return chat_ok in requests and not_found in errors and bool(midstream)
+        stranded = [e for e in errors if e["model"] == "stranded" and e["status"] == "200"]
+        return chat_ok in requests and not_found in errors and bool(stranded)
 
     wait_until(labelled_right, timeout_s=60, what="requests/errors not labelled as expected")
 

@@ -1,6 +1,7 @@
 """The router against real deployments with injected faults (conftest.FAULTS): fallback
-before the first token, none after it, breakers, timeouts, a killed replica,
-backpressure, `auto` tiers and prefix affinity on the fast tier's two replicas."""
+before the first token, a stream continued on the same weights after it, breakers,
+timeouts, a killed replica, backpressure, `auto` tiers and prefix affinity on the fast
+tier's two replicas."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -58,17 +60,62 @@ def test_streams_fall_back_too_and_name_the_serving_model_in_every_chunk(
     assert chunks and {c["model"] for c in chunks} == {fast_id(cluster)}
 
 
-def test_no_retry_after_the_first_token(cluster: Cluster) -> None:
-    reply = chat(cluster, "midstream", max_tokens=32, stream=True)
+def test_a_failure_after_the_first_token_without_a_fallback_is_an_error_event(
+    cluster: Cluster,
+) -> None:
+    reply = chat(cluster, "stranded", max_tokens=32, stream=True)
     assert reply.status_code == 200  # the first chunk went out
     events = sse_events(reply)
     assert events[-1] == "data: [DONE]"
     error = json.loads(events[-2][len("data: ") :])
     validate(error, "ErrorResponse")
     assert "injected fault" in error["error"]["message"]
-    assert all(json.loads(e[6:]).get("model") == "midstream" for e in events[:-2])
-    whole = chat(cluster, "midstream", max_tokens=32)  # not streamed: fails, no fallback
+    assert all(json.loads(e[6:]).get("model") == "stranded" for e in events[:-2])
+    whole = chat(cluster, "stranded", max_tokens=32)  # not streamed: fails, no fallback
     assert whole.status_code == 503 and "injected fault" in whole.json()["error"]["message"]
+
+
+@dataclass(frozen=True)
+class Streamed:
+    text: str
+    usage: dict[str, int]
+    errors: list[dict[str, Any]]
+
+
+def streamed(reply: httpx.Response) -> Streamed:
+    assert reply.status_code == 200, reply.text
+    events = sse_events(reply)
+    assert events[-1] == "data: [DONE]"
+    bodies = [json.loads(e[len("data: ") :]) for e in events[:-1]]
+    text = "".join(c["delta"].get("content") or "" for b in bodies for c in b.get("choices", []))
+    return Streamed(text, bodies[-1].get("usage") or {}, [b for b in bodies if "error" in b])
+
+
+def test_a_stream_whose_model_fails_goes_on_on_the_same_weights(cluster: Cluster) -> None:
+    """`midstream` fails after its first chunk; its fallback, the fast tier whose weights
+    it serves, carries the stream on: with greedy decoding the client gets the text and
+    the usage of an unbroken answer, and no error event."""
+    fields = {"max_tokens": 32, "stream": True, "stream_options": {"include_usage": True}}
+    healthy = streamed(chat(cluster, fast_id(cluster), **fields))
+    continued = streamed(chat(cluster, "midstream", **fields))
+    assert continued.errors == []
+    assert continued.text == healthy.text and len(healthy.text) > 1
+    assert continued.usage == healthy.usage and healthy.usage["completion_tokens"] > 1
+    whole = chat(cluster, "midstream", max_tokens=32)  # not streamed: the same
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["choices"][0]["message"]["content"] == healthy.text
+    assert whole.json()["usage"] == healthy.usage
+    wait_until(  # Ray exports metrics every few seconds
+        lambda: continuations(cluster).get(fast_id(cluster), 0) >= 2,
+        timeout_s=30,
+        what="no continuation counted from 'midstream'",
+    )
+
+
+def continuations(cluster: Cluster) -> dict[str, float]:
+    return counter_totals(
+        cluster, "raygate_gateway_router_continuations_total", "to_model", from_model="midstream"
+    )
 
 
 def test_a_stalled_model_times_out_and_the_next_one_answers(cluster: Cluster) -> None:
