@@ -113,9 +113,10 @@ class GatewayMetrics:
         self.requests = RequestMetrics()
         self._quota_decisions = Counter(
             PREFIX + "quota_decisions_total",
-            description="Quota decisions by outcome: admitted, limited_<scope>_<kind>, "
-            "limited_concurrency, admitted_without_redis, rejected_without_redis, "
-            "settle_failed.",
+            description="Quota decisions by outcome: admitted, limited_<scope>_<kind> "
+            "(scope tenant|key, kind requests|tokens|concurrency; _locally while Redis is "
+            "down), admitted_locally, admitted_without_redis, rejected_without_redis, "
+            "settle_failed, ghost_settled.",
             tag_keys=cast(Any, ("tenant", "route_class", "decision")),  # stub says tuple[str]
         )
         self._cache_lookups = Counter(

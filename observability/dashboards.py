@@ -190,12 +190,15 @@ TENANTS = Dashboard(
             "Quota decided without Redis",
             {
                 "{{decision}}": _rate(
-                    GW + "quota_decisions_total", 'decision=~".*_without_redis"', "decision"
+                    GW + "quota_decisions_total",
+                    'decision=~".*_without_redis|.*_locally|settle_failed|ghost_settled"',
+                    "decision",
                 )
             },
             "reqps",
-            description="Non-zero: the quota Redis is unreachable and each gateway replica "
-            "applies its fail-open/closed policy alone.",
+            description="Non-zero: the quota Redis is judged down (or failed a round trip) "
+            "and each gateway replica applies its route class's mode alone: local (its "
+            "share of every limit), open or closed.",
         ),
         Panel(
             "Errors per second by tenant",
