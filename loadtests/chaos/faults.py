@@ -186,6 +186,7 @@ class GatewayKill(Fault):
     """Kill one gateway replica's actor (ray.kill: its worker process dies at once)."""
 
     name: ClassVar[str] = "gateway_kill"
+    killed: str | None = None  # the killed replica's actor name, once injected
 
     async def inject(self, target: DrillTarget) -> FaultRecord:
         import ray
@@ -197,12 +198,15 @@ class GatewayKill(Fault):
             raise RuntimeError(f"need two gateway replicas to kill one, found {names}")
         actor = await asyncio.to_thread(ray.get_actor, names[0], namespace="serve")
         await asyncio.to_thread(ray.kill, actor, no_restart=True)
+        self.killed = names[0]
         return FaultRecord("one of two gateway replicas killed", 0.0, {"actor": names[0]})
 
     def recovered(self, target: DrillTarget, fault_at: float, attempts: Sequence[Attempt]) -> bool:
-        """Serve runs the gateway's full replica count again."""
+        """Serve has replaced the killed replica and runs the full replica count again
+        (right after the kill it still counts the dead one as running)."""
+        names = gateway_replica_names(target.app_name, target.gateway_deployment)
         running = running_replicas(target.app_name, target.gateway_deployment)
-        return running >= target.gateway_replicas
+        return self.killed not in names and min(len(names), running) >= target.gateway_replicas
 
 
 @dataclass
