@@ -130,10 +130,11 @@ def serve_server(name: str, config: dict[str, Any], port: int, workdir: Path, lo
     return Server(name, [SERVE, "run", str(path)], f"http://127.0.0.1:{port}", ENV, log)
 
 
-def redis_server(port: int, workdir: Path) -> Server:
-    """A throwaway redis-server on loopback (no persistence), for benchmarks."""
+def redis_server(port: int, workdir: Path, extra: Sequence[str] = ()) -> Server:
+    """A throwaway redis-server on loopback (no persistence), for benchmarks; `extra`
+    are further redis-server options."""
     argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
-    argv += ["--appendonly", "no", "--dir", str(workdir)]
+    argv += ["--appendonly", "no", "--dir", str(workdir), *extra]
     return Server("redis", argv, f"redis://127.0.0.1:{port}")
 
 

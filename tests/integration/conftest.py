@@ -103,6 +103,12 @@ class RedisServer:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(10)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; `start` brings it back (empty) on the same port."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
 
 def local_args() -> dict[str, Any]:
     args: dict[str, Any] = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][
