@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
-RouteTable = list[tuple[str, str, Handler]]  # method, path, handler
+# method, path, handler, the wire model of its JSON body (None: no body)
+RouteTable = list[tuple[str, str, Handler, type[BaseModel] | None]]
 
 
 def principal_of(services: Services, request: Request) -> Principal:
