@@ -79,3 +79,38 @@ def test_the_depth_error_names_the_top_level_field() -> None:
     with pytest.raises(InvalidRequest, match="nested") as err:
         parse_json(nested(MAX_DEPTH + 1))
     assert err.value.param == "messages"
+
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"stream": 5}, "stream"),  # field names that look like a union's branch names
+        ({"stream": True, "stream_options": 5}, "stream_options"),
+        ({"stop": 5}, "stop"),  # not `stop.constrained-str`
+        ({"stop": ["a", 5]}, "stop"),  # the first branch's error: not a string
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"metadata": {"k": 5}}, "metadata.k"),
+    ],
+)
+def test_a_validation_error_names_the_place_in_the_body(
+    fields: dict[str, object], param: str
+) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_body(json.dumps({**CHAT, **fields}).encode(), ChatCompletionRequest)
+    assert err.value.param == param, err.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"": null}', "model"),
+        (b'{"model": "m", "messages": [{"content": "x"}]}', "messages[0].role"),
+    ],
+)
+def test_a_missing_field_is_named(raw: bytes, param: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_body(raw, ChatCompletionRequest)
+    assert err.value.param == param
