@@ -143,7 +143,7 @@ def parse_body(raw: bytes, model: type[M], max_text_chars: int = MAX_TEXT_CHARS)
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        param = _loc_to_param(first["loc"])
+        param = _loc_to_param(first["loc"], data, first["type"] == "missing")
         where = f" at '{param}'" if param else ""
         if first["type"] == "extra_forbidden":
             message = f"Unrecognized request argument supplied: {param}"
@@ -152,11 +152,18 @@ def parse_body(raw: bytes, model: type[M], max_text_chars: int = MAX_TEXT_CHARS)
         raise InvalidRequest(message, param=param) from None
 
 
-def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
-    """A pydantic error location as a `param`, without its union-branch names."""
-    kept = tuple(
-        part
-        for part in loc
-        if isinstance(part, int) or not str(part).startswith(("function-", "list[", "str", "int"))
-    )
-    return _param(kept)
+def _loc_to_param(loc: tuple[Any, ...], data: Any, missing: bool) -> str | None:
+    """A pydantic error location as a `param`: the parts that index the body (a union's
+    branch names, such as `str` or `list[constrained-str]`, index nothing), and the field
+    a `missing` error names."""
+    kept: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not (missing and i == len(loc) - 1 and isinstance(node, dict)):
+            continue
+        kept.append(part)
+    return _param(tuple(kept))

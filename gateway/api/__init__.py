@@ -1,7 +1,8 @@
 """The HTTP API: one thin route module per API, assembled into one FastAPI app.
 
 Each route module has a plain class of handlers and its route table; `make_api` binds
-them to an app with the error handlers and the metrics middleware, in the replica
+them to an app with the error handlers, the metrics middleware and an OpenAPI document
+that describes the bodies the handlers read (`gateway/api/openapi.py`), in the replica
 (Serve calls it through the ingress's `__serve_build_asgi_app__`), so there is no
 module-level app and no decoration order to keep.
 """
@@ -11,10 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 from gateway.api.embeddings import EmbeddingRoutes
 from gateway.api.generation import GenerationRoutes
 from gateway.api.models import ModelRoutes
+from gateway.api.openapi import openapi_document
 from gateway.api.rerank import RerankRoutes
 from gateway.errors import install_error_handlers
 from gateway.telemetry import RequestMetricsMiddleware
@@ -28,15 +31,19 @@ def make_api(services: Services) -> FastAPI:
     api = FastAPI(title="raygate", docs_url=None, redoc_url=None)
     install_error_handlers(api)
     paths: set[str] = set()
+    bodies: dict[tuple[str, str], type[BaseModel]] = {}
     for routes in (
         GenerationRoutes(services),
         EmbeddingRoutes(services),
         RerankRoutes(services),
         ModelRoutes(services),
     ):
-        for method, path, handler in routes.table():
+        for method, path, handler, body in routes.table():
             api.add_api_route(path, handler, methods=[method])
             paths.add(path)
+            if body is not None:
+                bodies[method, path] = body
+    api.openapi_schema = openapi_document(api, bodies)  # what app.openapi() serves
     known = frozenset(paths)
 
     def route_label(path: str) -> str:

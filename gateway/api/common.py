@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
-RouteTable = list[tuple[str, str, Handler]]  # method, path, handler
+# method, path, handler, the wire model of its JSON body (None: no body)
+RouteTable = list[tuple[str, str, Handler, type[BaseModel] | None]]
 OFF_LOOP_BYTES = 256 * 1024  # bodies this large are parsed off the event loop
 
 

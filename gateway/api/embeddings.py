@@ -20,7 +20,7 @@ class EmbeddingRoutes:
         self._services = services
 
     def table(self) -> RouteTable:
-        return [("POST", "/v1/embeddings", self.embeddings)]
+        return [("POST", "/v1/embeddings", self.embeddings, EmbeddingRequest)]
 
     async def embeddings(self, request: Request) -> Response:
         services = self._services

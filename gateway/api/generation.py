@@ -24,8 +24,8 @@ class GenerationRoutes:
 
     def table(self) -> RouteTable:
         return [
-            ("POST", "/v1/chat/completions", self.chat_completions),
-            ("POST", "/v1/completions", self.completions),
+            ("POST", "/v1/chat/completions", self.chat_completions, ChatCompletionRequest),
+            ("POST", "/v1/completions", self.completions, CompletionRequest),
         ]
 
     async def chat_completions(self, request: Request) -> Response:

@@ -63,9 +63,9 @@ class ModelRoutes:
 
     def table(self) -> RouteTable:
         return [
-            ("GET", "/v1/models", self.models),
-            ("GET", "/health", self.health),
-            ("GET", "/ready", self.ready),
+            ("GET", "/v1/models", self.models, None),
+            ("GET", "/health", self.health, None),
+            ("GET", "/ready", self.ready, None),
         ]
 
     async def models(self, request: Request) -> Response:

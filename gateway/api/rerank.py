@@ -22,9 +22,9 @@ class RerankRoutes:
 
     def table(self) -> RouteTable:
         return [
-            ("POST", "/v1/rerank", self.rerank),
-            ("POST", "/rerank", self.tei_rerank),
-            ("POST", "/v1/score", self.score),
+            ("POST", "/v1/rerank", self.rerank, RerankRequest),
+            ("POST", "/rerank", self.tei_rerank, TeiRerankRequest),
+            ("POST", "/v1/score", self.score, ScoreRequest),
         ]
 
     async def rerank(self, request: Request) -> Response:

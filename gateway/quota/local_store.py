@@ -70,3 +70,7 @@ class LocalQuotaStore:
 
     def in_flight(self, key: str) -> int:
         return len(self._live(key))
+
+    async def heartbeat(self, replica_id: str, ttl_ms: int) -> int:
+        """The live gateway replicas this store knows of: only this one."""
+        return 1

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Protocol
 
-from gateway.quota.redis_store import QuotaStoreUnavailable, RedisQuotaStore
+from gateway.quota.redis_store import QuotaStoreUnavailable
+
+
+class Heartbeats(Protocol):
+    async def heartbeat(self, replica_id: str, ttl_ms: int) -> int: ...
 
 
 class ReplicaCount:
-    def __init__(self, store: RedisQuotaStore, initial: int, every_s: float):
+    def __init__(self, store: Heartbeats, initial: int, every_s: float):
         self._store = store
         self._count = max(1, initial)
         self._every_s = every_s

@@ -88,3 +88,38 @@ def test_a_string_past_the_character_cap_is_refused_before_any_tokenizer() -> No
     assert err.value.param == "messages[0].content"
     body["messages"][0]["content"] = "x" * 100  # type: ignore[index]
     parse_body(json.dumps(body).encode(), ChatCompletionRequest, max_text_chars=100)
+
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"stream": 5}, "stream"),  # field names that look like a union's branch names
+        ({"stream": True, "stream_options": 5}, "stream_options"),
+        ({"stop": 5}, "stop"),  # not `stop.constrained-str`
+        ({"stop": ["a", 5]}, "stop"),  # the first branch's error: not a string
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"metadata": {"k": 5}}, "metadata.k"),
+    ],
+)
+def test_a_validation_error_names_the_place_in_the_body(
+    fields: dict[str, object], param: str
+) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_body(json.dumps({**CHAT, **fields}).encode(), ChatCompletionRequest)
+    assert err.value.param == param, err.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"": null}', "model"),
+        (b'{"model": "m", "messages": [{"content": "x"}]}', "messages[0].role"),
+    ],
+)
+def test_a_missing_field_is_named(raw: bytes, param: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_body(raw, ChatCompletionRequest)
+    assert err.value.param == param

@@ -89,6 +89,30 @@ async def test_unknown_routes_get_openai_error_bodies(services: Services) -> Non
     assert (await get(services, "/health")).json() == {"status": "ok"}
 
 
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [
+        ("/v1/chat/completions", "ChatCompletionRequest"),
+        ("/v1/completions", "CompletionRequest"),
+        ("/v1/embeddings", "EmbeddingRequest"),
+        ("/v1/rerank", "RerankRequest"),
+        ("/rerank", "TeiRerankRequest"),
+        ("/v1/score", "ScoreRequest"),
+    ],
+)
+async def test_the_openapi_document_describes_each_body_the_routes_read(
+    services: Services, path: str, model: str
+) -> None:
+    doc = (await get(services, "/openapi.json")).json()
+    body = doc["paths"][path]["post"]["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": f"#/components/schemas/{model}"
+    }
+    assert doc["components"]["schemas"][model]["additionalProperties"] is False
+    assert "requestBody" not in doc["paths"]["/v1/models"]["get"]
+
+
 LIMIT = 2048
 
 
