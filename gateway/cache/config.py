@@ -67,3 +67,10 @@ class CacheConfig(Strict):
     stream_maxlen: int = Field(
         default=100_000, ge=100, description="Approximate length of the entry event stream."
     )
+    index_max_entries: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most entries in each replica's semantic index; beyond it the oldest "
+        "leave the index (they stay in Redis for the exact tier until their TTL). An entry "
+        "takes about 2 bytes per embedding dimension plus its query.",
+    )

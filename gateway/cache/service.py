@@ -131,7 +131,7 @@ class ResponseCache:
         self._embed = embed
         self._metrics = metrics or CacheMetrics()
         self._monotonic = monotonic
-        self._index = VectorIndex()
+        self._index = VectorIndex(config.index_max_entries)
         self._down_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._sync_task: asyncio.Task[None] | None = None
@@ -288,7 +288,7 @@ class ResponseCache:
     async def _rebuild(self) -> str:
         """Load every entry into a fresh index; returns the stream position it reflects."""
         after = await self._follower.last_event_id()
-        index = VectorIndex()
+        index = VectorIndex(self._config.index_max_entries)
         async for batch in self._follower.scan_entries():
             index.add_many([e.entry for e in batch], np.stack([e.vector for e in batch]))
         self._index = index
