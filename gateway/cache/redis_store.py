@@ -260,10 +260,11 @@ class GoneEntries:
         self._entry_prefix = entry_prefix
 
     async def pending(self, limit: int = 10_000) -> list[int]:
-        """Ids of the entries reported gone since the last call (at most `limit`);
-        never waits. Raises redis-py's errors if the subscription's connection is lost."""
+        """Ids of the entries reported gone since the last call, from at most `limit`
+        messages (other keys of the database are reported too); never waits. Raises
+        redis-py's errors if the subscription's connection is lost."""
         gone: list[int] = []
-        while len(gone) < limit:
+        for _ in range(limit):
             message = await self._pubsub.get_message(timeout=0)
             if message is None:
                 return gone
