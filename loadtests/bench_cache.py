@@ -210,7 +210,9 @@ async def index_at(url: str, entries: int, lookups: int) -> dict[str, Any]:
 
     lookup_ms, search_ms = [], []
     hits = 0
-    index = VectorIndex()  # the same index alone, for the cost of the search itself
+    index = VectorIndex(
+        config.index_max_entries
+    )  # the same index alone, for the cost of the search itself
     for i, vector in enumerate(vectors):
         index.add(IndexedEntry(i, key.partition, f"q{i}", time.time() + 3600), vector)
     for _ in range(lookups):

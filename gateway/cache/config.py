@@ -65,5 +65,22 @@ class CacheConfig(Strict):
         "The request itself always counts against the request-rate limits.",
     )
     stream_maxlen: int = Field(
-        default=100_000, ge=100, description="Approximate length of the entry event stream."
+        default=100_000,
+        ge=100,
+        description="Approximate length of the entry event stream. An event holds only an "
+        "entry's id (about 100 bytes in Redis, whatever the entry's size), so this also "
+        "bounds the stream's memory.",
+    )
+    index_max_entries: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most entries in each replica's semantic index; beyond it the oldest "
+        "leave the index (they stay in Redis for the exact tier until their TTL). An entry "
+        "takes about 2 bytes per embedding dimension plus its query.",
+    )
+    keyspace_events: bool = Field(
+        default=True,
+        description="Follow Redis's expired and evicted key events so that replicas drop "
+        "entries Redis removed at once; turns on `notify-keyspace-events Exe` with CONFIG "
+        "SET where that is off (where it is refused, lookups drop such entries instead).",
     )

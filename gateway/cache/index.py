@@ -4,7 +4,9 @@ It is a copy of what Redis holds (built at start, then kept in sync from the ent
 stream), so it may lag or hold an entry Redis has already dropped: a hit is always read
 back from Redis before it is served, so staleness can only cost a hit, never serve a
 wrong or expired answer. Entries leave when their TTL passes (checked on the clock
-given), when a newer answer replaces them, or when Redis no longer has them.
+given), when a newer answer replaces them, when Redis no longer has them, or, beyond
+`max_entries`, oldest first (entry ids grow with time, so every replica drops the same;
+a hundredth at a time).
 """
 
 from __future__ import annotations
@@ -41,12 +43,18 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 class VectorIndex:
     """Exhaustive (exact) inner-product search per partition, over fp16 codes."""
 
-    def __init__(self, clock: Callable[[], float] = time.time):
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.time):
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
         self.dimensions: int | None = None  # set by the first vector
+        self.max_entries = max_entries
         self._clock = clock
         self._partitions: dict[str, faiss.IndexIDMap2] = {}
         self._entries: dict[int, IndexedEntry] = {}
-        self._expiry: list[tuple[float, int]] = []  # heap
+        # Heaps of (expires_at, id) and of ids (oldest first); an id removed otherwise
+        # stays until it surfaces or the heap is rebuilt (when mostly such ids).
+        self._expiry: list[tuple[float, int]] = []
+        self._age: list[int] = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -87,6 +95,23 @@ class VectorIndex:
             entry = entries[i]
             self._entries[entry.entry_id] = entry
             heapq.heappush(self._expiry, (entry.expires_at, entry.entry_id))
+            heapq.heappush(self._age, entry.entry_id)
+        self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        """Beyond max_entries, remove the oldest entries (by id) down to 99% of it, in one
+        pass: a removal rewrites the partition's codes (~50 ms at 100k entries of 384
+        dimensions), so it is paid once per hundredth of the index, not once per add."""
+        if len(self._entries) <= self.max_entries:
+            return
+        keep = self.max_entries - self.max_entries // 100
+        excess = len(self._entries) - keep
+        oldest: list[int] = []
+        while len(oldest) < excess:
+            entry_id = heapq.heappop(self._age)
+            if entry_id in self._entries:
+                oldest.append(entry_id)
+        self.remove(*oldest)
 
     def remove(self, *entry_ids: int) -> None:
         by_partition: dict[str, list[int]] = {}
@@ -100,6 +125,18 @@ class VectorIndex:
             index.remove_ids(np.array(ids, dtype=np.int64))  # type: ignore[arg-type]
             if index.ntotal == 0:
                 del self._partitions[partition]
+        self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the heaps once they are mostly ids removed meanwhile, so that their
+        memory follows the index's size, not the number of entries ever held."""
+        live = len(self._entries)
+        if len(self._expiry) > 2 * live + 64:
+            self._expiry = [(e.expires_at, e.entry_id) for e in self._entries.values()]
+            heapq.heapify(self._expiry)
+        if len(self._age) > 2 * live + 64:
+            self._age = list(self._entries)
+            heapq.heapify(self._age)
 
     def expire(self) -> int:
         """Drop entries whose TTL has passed; returns how many."""
@@ -129,3 +166,4 @@ class VectorIndex:
         self._partitions.clear()
         self._entries.clear()
         self._expiry.clear()
+        self._age.clear()

@@ -5,26 +5,35 @@ and a stream of entry events that every gateway replica follows to keep its vect
     {prefix}:entry:{id}    hash: partition, query, vector (float32 bytes), expires_at,
                            answer (JSON); expires with the entry
     {prefix}:exact:{key}   the id of the newest entry for an exact key; same TTL
-    {prefix}:events        stream: op=put (id, partition, query, vector, expires_at) or
-                           op=del (id); trimmed to about `stream_maxlen`
+    {prefix}:events        stream: op=put or op=del, and the entry's id (nothing else,
+                           so every event has the same few dozen bytes whatever the
+                           entry's size); trimmed to about `stream_maxlen` events
 
 Storing is one Lua script (one round trip): it writes the entry, points the exact key at
-it, deletes the entry it replaces and appends the events. Expiry times come from the
-Redis server's clock so that all replicas agree.
+it, deletes the entry it replaces and appends the events. A replica reads a put event's
+entry back from its hash (`fetch_entries`), which also skips entries already gone.
+Expiry times come from the Redis server's clock so that all replicas agree.
+
+Redis reports entries it expired or evicted on its key-event channels when
+`notify-keyspace-events` includes `Exe`; `watch_gone` subscribes to them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from gateway.cache.index import IndexedEntry
 from gateway.redis_conn import within
+
+log = logging.getLogger("raygate.cache")
 
 PUT_LUA = """
 local t = redis.call('TIME')
@@ -42,9 +51,7 @@ if old then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'op', 'del', 'id', old)
 end
 if ARGV[6] ~= '' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'op', 'put', 'id', id,
-             'partition', ARGV[4], 'query', ARGV[5], 'vector', ARGV[6],
-             'expires_at', expires_at)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'op', 'put', 'id', id)
 end
 return id
 """
@@ -82,8 +89,6 @@ class CachedAnswer:
 class EntryEvent:
     op: str  # "put" or "del"
     entry_id: int
-    entry: IndexedEntry | None = None
-    vector: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -97,16 +102,19 @@ def _vector(raw: bytes) -> np.ndarray:
 
 
 def _event(fields: dict[bytes, bytes]) -> EntryEvent:
-    entry_id = int(fields[b"id"])
-    if fields[b"op"] == b"del":
-        return EntryEvent("del", entry_id)
-    entry = IndexedEntry(
-        entry_id,
-        fields[b"partition"].decode(),
-        fields[b"query"].decode(),
-        float(fields[b"expires_at"]),
-    )
-    return EntryEvent("put", entry_id, entry, _vector(fields[b"vector"]))
+    return EntryEvent(fields[b"op"].decode(), int(fields[b"id"]))
+
+
+_INDEXED_FIELDS = ["partition", "query", "vector", "expires_at"]
+
+
+def _stored(entry_id: int, fields: list[bytes | None]) -> StoredVector | None:
+    """An entry's indexed fields, or None if it is gone (or exact-only)."""
+    part, query, vector, expires = fields
+    if part is None or query is None or not vector or expires is None:
+        return None
+    entry = IndexedEntry(entry_id, part.decode(), query.decode(), float(expires))
+    return StoredVector(entry, _vector(vector))
 
 
 class RedisCacheStore:
@@ -168,7 +176,6 @@ class RedisCacheStore:
 
     async def scan_entries(self, batch: int = 1000) -> AsyncIterator[list[StoredVector]]:
         """Every stored semantic entry, in batches (for a replica's cold start)."""
-        fields = ["partition", "query", "vector", "expires_at"]
         cursor = 0
         while True:
             cursor, keys = await self._redis.scan(
@@ -177,16 +184,12 @@ class RedisCacheStore:
             if keys:
                 pipe = self._redis.pipeline(transaction=False)
                 for key in keys:
-                    pipe.hmget(key, fields)
-                found = []
-                for key, (part, query, vector, expires) in zip(
-                    keys, await pipe.execute(), strict=True
-                ):
-                    if part is None or not vector:  # expired meanwhile, or exact-only
-                        continue
-                    entry_id = int(key.decode().rsplit(":", 1)[1])
-                    entry = IndexedEntry(entry_id, part.decode(), query.decode(), float(expires))
-                    found.append(StoredVector(entry, _vector(vector)))
+                    pipe.hmget(key, _INDEXED_FIELDS)
+                found = [
+                    stored
+                    for key, fields in zip(keys, await pipe.execute(), strict=True)
+                    if (stored := _stored(self._entry_id(key), fields)) is not None
+                ]
                 if found:
                     yield found
             if cursor == 0:
@@ -200,3 +203,77 @@ class RedisCacheStore:
         if not reply:
             return []
         return [(event_id.decode(), _event(fields)) for event_id, fields in reply[0][1]]
+
+    async def fetch_entries(self, entry_ids: list[int]) -> dict[int, StoredVector]:
+        """The indexed fields of these entries (one round trip), by id; an entry that is
+        gone (expired, evicted, replaced) or exact-only is absent from the result."""
+        if not entry_ids:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.hmget(f"{self._entry_prefix}{entry_id}", _INDEXED_FIELDS)
+        found = {}
+        for entry_id, fields in zip(entry_ids, await pipe.execute(), strict=True):
+            stored = _stored(entry_id, fields)
+            if stored is not None:
+                found[entry_id] = stored
+        return found
+
+    def _entry_id(self, key: bytes) -> int:
+        return int(key[len(self._entry_prefix) :])
+
+    async def watch_gone(self) -> GoneEntries | None:
+        """Subscribe to the entries Redis expires or evicts (its key-event channels),
+        turning the events on first if the server allows it. Returns None when Redis
+        refuses (CONFIG disabled or not permitted, as on some managed services): the
+        caller then relies on its own TTL sweep and on lookups noticing gone entries.
+        Raises redis-py's errors if Redis is unreachable."""
+        try:
+            flags = (await self._redis.config_get("notify-keyspace-events")).get(
+                "notify-keyspace-events", ""
+            )
+            if not _events_on(flags):
+                await self._redis.config_set("notify-keyspace-events", _with_events(flags))
+        except ResponseError as exc:
+            log.warning("cache: expired/evicted key events unavailable (%s)", exc)
+            return None
+        db = self._redis.connection_pool.connection_kwargs.get("db", 0)
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(f"__keyevent@{db}__:expired", f"__keyevent@{db}__:evicted")
+        return GoneEntries(pubsub, self._entry_prefix.encode())
+
+
+def _events_on(flags: str) -> bool:
+    """Whether these notify-keyspace-events flags publish expired and evicted key events."""
+    return "E" in flags and ("A" in flags or ("x" in flags and "e" in flags))
+
+
+def _with_events(flags: str) -> str:
+    return flags + "".join(f for f in "Exe" if f not in flags)
+
+
+class GoneEntries:
+    """A subscription to the entries Redis expired or evicted."""
+
+    def __init__(self, pubsub: Any, entry_prefix: bytes):
+        self._pubsub = pubsub
+        self._entry_prefix = entry_prefix
+
+    async def pending(self, limit: int = 10_000) -> list[int]:
+        """Ids of the entries reported gone since the last call, from at most `limit`
+        messages (other keys of the database are reported too); never waits. Raises
+        redis-py's errors if the subscription's connection is lost."""
+        gone: list[int] = []
+        for _ in range(limit):
+            message = await self._pubsub.get_message(timeout=0)
+            if message is None:
+                return gone
+            key = message["data"]
+            if isinstance(key, bytes) and key.startswith(self._entry_prefix):
+                entry_id = key[len(self._entry_prefix) :]
+                if entry_id.isdigit():
+                    gone.append(int(entry_id))
+        return gone
+
+    async def close(self) -> None:
+        await self._pubsub.aclose()

@@ -24,7 +24,13 @@ from gateway.cache.config import CacheConfig, TenantCache
 from gateway.cache.decision import decide
 from gateway.cache.index import VectorIndex
 from gateway.cache.keys import CacheKey, cache_key, deterministic
-from gateway.cache.redis_store import CachedAnswer, CacheStoreUnavailable, RedisCacheStore
+from gateway.cache.redis_store import (
+    CachedAnswer,
+    CacheStoreUnavailable,
+    EntryEvent,
+    GoneEntries,
+    RedisCacheStore,
+)
 from gateway.cache.replay import RecordingBackend, ReplayBackend
 from gateway.targets import GenerationBackend, Served
 from schemas.errors import NotCached
@@ -131,7 +137,7 @@ class ResponseCache:
         self._embed = embed
         self._metrics = metrics or CacheMetrics()
         self._monotonic = monotonic
-        self._index = VectorIndex()
+        self._index = VectorIndex(config.index_max_entries)
         self._down_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._sync_task: asyncio.Task[None] | None = None
@@ -218,21 +224,25 @@ class ResponseCache:
             return
         key = found.key
         candidates = self._index.search(key.partition, found.vector, self._config.candidates)
-        decision = decide(query, candidates, self._config.similarity_threshold, self._config.guards)
+        threshold, guards = self._config.similarity_threshold, self._config.guards
+        decision = decide(query, candidates, threshold, guards)
         for guard in decision.rejected_by:
             self._metrics.guard_reject(found.tenant, guard)
         if decision.best_similarity is not None:
             self._metrics.similarity(decision.best_similarity)
-        if decision.chosen is None:
-            return
-        answer = await self._store.get(decision.chosen.entry_id, key.partition)
-        if answer is None:  # gone from Redis (evicted, replaced): forget it here too
-            self._index.remove(decision.chosen.entry_id)
-            return
-        if answer.completion_tokens > key.max_tokens:
-            return
-        found.status, found.answer, found.tier = "hit", answer, "semantic"
-        found.similarity = decision.chosen.similarity
+        chosen = decision.chosen
+        while chosen is not None:
+            answer = await self._store.get(chosen.entry_id, key.partition)
+            if answer is not None:
+                if answer.completion_tokens <= key.max_tokens:
+                    found.status, found.answer, found.tier = "hit", answer, "semantic"
+                    found.similarity = chosen.similarity
+                return
+            # Gone from Redis (evicted, expired, replaced): forget it here too and decide
+            # again among the other candidates (at most `candidates` round trips).
+            self._index.remove(chosen.entry_id)
+            candidates = [c for c in candidates if c.entry_id != chosen.entry_id]
+            chosen = decide(query, candidates, threshold, guards).chosen
 
     def charge(self, lookup: Lookup, tokens: int) -> int:
         """Tokens to charge the quota for a request that used `tokens`."""
@@ -288,7 +298,7 @@ class ResponseCache:
     async def _rebuild(self) -> str:
         """Load every entry into a fresh index; returns the stream position it reflects."""
         after = await self._follower.last_event_id()
-        index = VectorIndex()
+        index = VectorIndex(self._config.index_max_entries)
         async for batch in self._follower.scan_entries():
             index.add_many([e.entry for e in batch], np.stack([e.vector for e in batch]))
         self._index = index
@@ -304,20 +314,36 @@ class ResponseCache:
         async with self._applied:
             await self._applied.wait_for(lambda: predicate(self))
 
+    async def _apply(self, events: list[EntryEvent]) -> None:
+        """Apply stream events in order; a put's entry is read back from Redis (events
+        carry only ids), so an entry already gone is not added."""
+        puts = [event.entry_id for event in events if event.op == "put"]
+        stored = await self._follower.fetch_entries(puts)
+        for event in events:
+            if event.op == "del":
+                self._index.remove(event.entry_id)
+            elif (entry := stored.get(event.entry_id)) is not None:
+                self._index.add(entry.entry, entry.vector)
+
     async def _follow(self) -> None:
+        """Keep the index in step with Redis: rebuild it, then apply the entry stream and
+        drop what Redis reports expired or evicted (subscribed before the rebuild, so that
+        nothing removed meanwhile is missed); on any failure, start over."""
         while True:
+            gone: GoneEntries | None = None
             try:
+                if self._config.keyspace_events:
+                    gone = await self._follower.watch_gone()
                 after = await self._rebuild()
                 self.synced.set()
                 await self._changed()
                 while True:
-                    for event_id, event in await self._follower.read_events(after, 1000):
-                        after = event_id
-                        if event.op == "put":
-                            assert event.entry is not None and event.vector is not None
-                            self._index.add(event.entry, event.vector)
-                        else:
-                            self._index.remove(event.entry_id)
+                    events = await self._follower.read_events(after, 1000)
+                    if events:
+                        after = events[-1][0]
+                        await self._apply([event for _, event in events])
+                    if gone is not None:
+                        self._index.remove(*await gone.pending())
                     self._index.expire()
                     await self._changed()
             except asyncio.CancelledError:
@@ -326,6 +352,9 @@ class ResponseCache:
                 self.synced.clear()
                 log.warning("cache index sync lost (%s); rebuilding", exc)
                 await asyncio.sleep(max(self._config.retry_after_s, 0.1))
+            finally:
+                if gone is not None:
+                    await gone.close()
 
     @property
     def index_size(self) -> int:

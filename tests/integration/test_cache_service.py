@@ -9,6 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ import pytest
 
 from gateway.build import build_cache
 from gateway.cache.config import CacheConfig, TenantCache
-from gateway.cache.redis_store import CachedAnswer
+from gateway.cache.redis_store import CachedAnswer, RedisCacheStore
 from gateway.cache.service import CacheMetrics, CacheQuery, Embed, Lookup, ResponseCache
+from gateway.redis_conn import redis_client
 from loadtests.eval_cache import load_pairs
 from schemas.openai import ChatCompletionRequest
 from tests.integration.conftest import ROOT, RedisServer, wait_until
@@ -107,6 +109,27 @@ async def store(cache: ResponseCache, req: ChatCompletionRequest, text: str, **k
 
 async def indexed(cache: ResponseCache, size: int) -> None:
     await asyncio.wait_for(cache.until(lambda c: c.index_size == size), 10)
+
+
+@asynccontextmanager
+async def direct_store(
+    url: str, prefix: str, stream_maxlen: int = 100_000
+) -> AsyncIterator[RedisCacheStore]:
+    """The store without a cache around it: entries with vectors made by the test."""
+    client = redis_client(url, None, 5.0)
+    try:
+        yield RedisCacheStore(client, 5.0, prefix, stream_maxlen)
+    finally:
+        await client.aclose()
+
+
+def random_units(count: int, dimensions: int = 384) -> np.ndarray:
+    rows = np.random.default_rng(7).standard_normal((count, dimensions)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def entry_keys(client: Any, prefix: str) -> list[bytes]:
+    return list(client.scan_iter(match=f"{prefix}:entry:*"))
 
 
 async def test_exact_then_semantic_hits(make: Make) -> None:
@@ -223,3 +246,98 @@ async def test_evaluation_set_through_redis(make: Make) -> None:
     hits = [p for p, hit in zip(pairs, served, strict=True) if hit and p.expect == "hit"]
     assert false_hits == []
     assert len(hits) / sum(p.expect == "hit" for p in pairs) >= 0.8
+
+
+async def test_the_event_stream_is_bounded_in_bytes(make: Make, redis_server: RedisServer) -> None:
+    """Events carry only entry ids: however large the entries, the stream's memory is
+    bounded by its length alone (the queries, vectors and answers stay in the entries)."""
+    question = "Please summarise the following document for me. " * 400  # 20 kB
+    async with direct_store(redis_server.url, make.prefix, stream_maxlen=100) as store:
+        for i, vector in enumerate(random_units(600)):
+            answer = CachedAnswer(f"answer {i}", 2)
+            await store.put("p", f"key-{i}", f"{question} {i}", vector, answer, 3600)
+    r = redis_server.client()
+    events = f"{make.prefix}:events"
+    length, used = r.xlen(events), r.memory_usage(events, samples=0)
+    print(f"stream after 600 entries of 20 kB: {length} events, {used} bytes")
+    assert length <= 100 + 100  # MAXLEN ~ trims whole nodes of 100 events
+    assert used < 200 * 100  # under 100 bytes an event
+
+
+async def test_a_lookup_repairs_the_index_when_its_candidates_are_gone(
+    make: Make, redis_server: RedisServer
+) -> None:
+    """An entry Redis no longer has (here deleted behind the cache's back, as eviction
+    would without key events) leaves the index at the first lookup that picks it, and
+    the lookup goes on to the next candidate instead of missing."""
+    cache = make(keyspace_events=False)
+    await store(cache, ask("How do I reset my password?"), "first")
+    # no-cache: stored even though the first one would answer it
+    await store(cache, ask("How can I reset my password?"), "second", cache_control="no-cache")
+    await indexed(cache, 2)
+    found = await lookup(cache, ask("How could I reset my password?"))
+    assert found.tier == "semantic" and found.answer is not None
+    served = found.answer.text
+    other = "second" if served == "first" else "first"
+    r = redis_server.client()
+    [gone] = [k for k in entry_keys(r, make.prefix) if served in r.hget(k, "answer").decode()]
+    r.delete(gone)
+    again = await lookup(cache, ask("How could I reset my password?"))
+    assert again.answer is not None and again.answer.text == other
+    assert cache.index_size == 1
+    r.delete(*entry_keys(r, make.prefix))
+    assert (await lookup(cache, ask("How could I reset my password?"))).status == "miss"
+    assert cache.index_size == 0
+
+
+async def test_entries_redis_evicts_leave_every_index(make: Make, tmp_path: Path) -> None:
+    """Redis evicting entries under maxmemory tells every replica (key events), so an
+    index does not keep what Redis dropped until its TTL."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        r = redis.client()
+        r.config_set("maxmemory-policy", "volatile-lru")  # only keys with a TTL go
+        replicas = [make(url=redis.url), make(url=redis.url)]
+        for replica in replicas:
+            await asyncio.wait_for(replica.synced.wait(), 10)
+        async with direct_store(redis.url, make.prefix) as store:
+            for i, vector in enumerate(random_units(50)):
+                answer = CachedAnswer("a", 1)
+                await store.put("p", f"key-{i}", f"question {i}", vector, answer, 3600)
+        for replica in replicas:
+            await indexed(replica, 50)
+        r.config_set("maxmemory", r.info("memory")["used_memory"] + 256 * 1024)
+        filler = 0
+        while len(entry_keys(r, make.prefix)) > 25:  # until Redis evicted half the entries
+            r.set(f"filler:{filler}", b"x" * 8192, ex=3600)
+            filler += 1
+            assert filler < 10_000, "Redis did not evict"
+
+        def holds_what_redis_holds(cache: ResponseCache) -> bool:
+            return cache.index_size == len(entry_keys(r, make.prefix))
+
+        for replica in replicas:
+            await asyncio.wait_for(replica.until(holds_what_redis_holds), 10)
+        flags = r.config_get("notify-keyspace-events")["notify-keyspace-events"]
+        assert set("Exe") <= set(flags)  # turned on by the cache
+    finally:
+        redis.stop()
+
+
+async def test_where_config_is_refused_the_index_still_follows(
+    make: Make, redis_server: RedisServer
+) -> None:
+    """A Redis user without CONFIG (as on managed services): no key events, the replica
+    syncs all the same (TTL sweeps and lookups drop what Redis dropped)."""
+    r = redis_server.client()
+    user = f"nocfg-{uuid.uuid4().hex[:8]}"
+    r.acl_setuser(
+        user, enabled=True, nopass=True, commands=["+@all", "-config"], keys=["*"], channels=["*"]
+    )
+    url = f"redis://{user}@127.0.0.1:{redis_server.port}/0"
+    writer, reader = make(url=url), make(url=url)
+    await asyncio.wait_for(reader.synced.wait(), 10)
+    await store(writer, ask("What are your opening hours?"), "9 to 5.")
+    await indexed(reader, 1)
+    assert (await lookup(reader, ask("What are your opening hours today?"))).tier == "semantic"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -23,7 +25,7 @@ def entry(entry_id: int, partition: str = "p", expires_at: float = 2000.0) -> In
 
 
 def test_search_ranks_by_cosine_within_one_partition() -> None:
-    index = VectorIndex(Clock())
+    index = VectorIndex(100, Clock())
     index.add(entry(1), vec(1, 0, 0))
     index.add(entry(2), vec(1, 1, 0))  # not normalised: the index normalises
     index.add(entry(3, partition="other"), vec(1, 0, 0))
@@ -36,7 +38,7 @@ def test_search_ranks_by_cosine_within_one_partition() -> None:
 
 
 def test_remove_and_re_add_are_idempotent() -> None:
-    index = VectorIndex(Clock())
+    index = VectorIndex(100, Clock())
     index.add(entry(1), vec(1, 0))
     index.add(entry(1), vec(0, 1))  # a replayed event: ignored
     assert len(index) == 1 and index.search("p", vec(1, 0), 1)[0].similarity == pytest.approx(
@@ -49,7 +51,7 @@ def test_remove_and_re_add_are_idempotent() -> None:
 
 def test_expired_entries_are_not_found_and_are_swept() -> None:
     clock = Clock()
-    index = VectorIndex(clock)
+    index = VectorIndex(100, clock)
     index.add(entry(1, expires_at=1010), vec(1, 0))
     index.add(entry(2, expires_at=1020), vec(1, 0))
     index.add(entry(3, expires_at=999), vec(1, 0))  # already expired: never added
@@ -61,8 +63,56 @@ def test_expired_entries_are_not_found_and_are_swept() -> None:
 
 
 def test_a_vector_of_another_size_is_refused() -> None:
-    index = VectorIndex(Clock())
+    index = VectorIndex(100, Clock())
     index.add(entry(1), vec(1, 0, 0))
     with pytest.raises(ValueError, match="dimensions"):
         index.add(entry(2), vec(1, 0))
     assert index.search("p", vec(1, 0), 1) == []
+
+
+def test_beyond_max_entries_the_oldest_ids_leave() -> None:
+    index = VectorIndex(3, Clock())
+    for entry_id in (5, 1, 4):
+        index.add(entry(entry_id), vec(1, 0))
+    index.add_many([entry(2), entry(3, partition="other")], np.array([[1, 0], [1, 0]]))
+    # Ids grow with time: 1 and 2 are the oldest, whatever order they arrived in.
+    assert len(index) == 3
+    assert sorted(c.entry_id for c in index.search("p", vec(1, 0), 10)) == [4, 5]
+    assert [c.entry_id for c in index.search("other", vec(1, 0), 10)] == [3]
+    index.add(entry(6), vec(1, 0))
+    assert len(index) == 3 and index.search("other", vec(1, 0), 10) == []
+
+
+def test_memory_follows_the_entries_held_not_the_entries_ever_held() -> None:
+    index = VectorIndex(10, Clock())
+
+    def churn(first: int, count: int) -> None:
+        for entry_id in range(first, first + count):
+            index.add(entry(entry_id), vec(1, 0))
+            if entry_id % 2:
+                index.remove(entry_id)  # a replaced entry; the others leave as the oldest
+
+    churn(0, 1000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        churn(1000, 20_001)  # ends on an entry kept
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(index) == 10
+    assert grown < 50_000, f"{grown} bytes more after 20,000 entries came and went"
+
+
+def test_max_entries_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_entries"):
+        VectorIndex(0, Clock())
+
+
+def test_a_full_index_drops_a_hundredth_at_once() -> None:
+    index = VectorIndex(200, Clock())
+    index.add_many([entry(i) for i in range(200)], np.tile(vec(1, 0), (200, 1)))
+    assert len(index) == 200
+    index.add(entry(200), vec(1, 0))
+    assert len(index) == 198  # ids 0-2 left together
+    assert min(c.entry_id for c in index.search("p", vec(1, 0), 200)) == 3
