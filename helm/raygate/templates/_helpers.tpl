@@ -165,7 +165,7 @@ maxmemory-policy noeviction
 appendonly yes
 appendfsync everysec
 {{- else }}
-maxmemory-policy allkeys-lru
+maxmemory-policy volatile-lru
 appendonly no
 {{- end }}
 save ""

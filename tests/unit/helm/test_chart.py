@@ -470,7 +470,7 @@ def test_quota_and_cache_have_their_own_redis_and_only_the_cache_evicts() -> Non
     assert quota["appendonly"] == "yes"
     claims = quota_set["spec"]["volumeClaimTemplates"]
     assert [c["metadata"]["name"] for c in claims] == ["data"] and quota["dir"] == "/data"
-    assert cache["maxmemory-policy"] == "allkeys-lru" and cache["maxmemory"] == "2gb"
+    assert cache["maxmemory-policy"] == "volatile-lru" and cache["maxmemory"] == "2gb"
     assert cache["appendonly"] == "no"
     unpersisted = render({"redis": {"internal": {"quota": {"persistence": {"enabled": False}}}}})
     _, quota_set = redis_store(unpersisted, args["quota"]["redis_url"])
