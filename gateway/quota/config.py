@@ -35,7 +35,10 @@ class QuotaConfig(Strict):
         description="A round trip not back by then is abandoned and Redis judged down at once.",
     )
     lease_ttl_s: float = Field(
-        default=900, gt=0, description="A lease not settled by then (crashed gateway) expires."
+        default=30,
+        ge=1,
+        description="A lease lives this long unless its gateway replica renews it (every "
+        "third of it): the concurrency slots of a replica that died come back within it.",
     )
     on_redis_error: dict[RouteClass, Mode] = Field(
         default={"generation": "local", "embeddings": "local", "rerank": "local"},

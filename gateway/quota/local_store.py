@@ -68,6 +68,16 @@ class LocalQuotaStore:
                 self.buckets.refund(r.key, r.limit, r.amount)
         return True
 
+    async def renew(self, lease_id: str, lease_keys: Sequence[str], lease_ttl_ms: int) -> bool:
+        """Extend a live lease by `lease_ttl_ms` from now (as RedisQuotaStore)."""
+        held = False
+        for key in lease_keys:
+            live = self._live(key)
+            if lease_id in live:
+                live[lease_id] = self._clock() + lease_ttl_ms
+                held = True
+        return held
+
     def in_flight(self, key: str) -> int:
         return len(self._live(key))
 

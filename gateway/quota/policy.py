@@ -4,8 +4,9 @@ A request is admitted in two steps, so that a tenant without quota cannot spend 
 gateway's CPU: `admit` takes one request from the tenant's and key's request buckets and a
 concurrency lease in both lease sets, before the request is tokenized; `reserve` then takes
 its tokens (prompt + max_tokens for generation, input tokens for embeddings). When it ends
-(however it ends) `settle` returns the unused tokens and the lease. A gateway that dies
-mid-request leaks nothing for long: its leases expire.
+(however it ends) `settle` returns the unused tokens and the lease. Live leases are
+renewed (gateway.quota.renewal), so a gateway that dies mid-request leaks nothing for
+long: its leases expire within `lease_ttl_s`.
 
 When the quota Redis is judged down (gateway.quota.health), each route class meets it its
 own way: `closed` refuses (503), `open` admits unmetered, `local` enforces this replica's
@@ -28,6 +29,7 @@ from gateway.quota.buckets import BucketState, Limit
 from gateway.quota.config import QuotaConfig, RouteClass
 from gateway.quota.local_store import LocalQuotaStore
 from gateway.quota.redis_store import AdmitResult, BucketCharge, LeaseSet, QuotaStoreUnavailable
+from gateway.quota.renewal import Renewals
 from gateway.quota.resettle import Resettler
 from gateway.quota.round_trips import NotSent
 from schemas.errors import QuotaUnavailable, RateLimited, retry_after
@@ -63,6 +65,8 @@ class QuotaStore(Protocol):
     async def settle(
         self, lease_id: str, lease_keys: Sequence[str], refunds: Sequence[BucketCharge]
     ) -> bool: ...
+
+    async def renew(self, lease_id: str, lease_keys: Sequence[str], lease_ttl_ms: int) -> bool: ...
 
 
 @dataclass
@@ -117,6 +121,7 @@ class QuotaPolicy:
         self._local = local or LocalQuotaStore()
         self._resettler = Resettler(record)
         self._ttl_ms = int(config.lease_ttl_s * 1000)
+        self._renewals = Renewals(self._ttl_ms)
 
     async def admit(self, principal: Principal, route_class: RouteClass) -> Lease:
         """Take one request from the tenant's and the key's request buckets and a lease
@@ -140,6 +145,8 @@ class QuotaPolicy:
             await self._without_redis(lease, charges, admitting=True)
         else:
             self._decided(lease, charges, result, "admitted", sets)
+        if lease.holds:
+            self._renewals.keep(lease)
         return lease
 
     async def reserve(self, lease: Lease, tokens: int) -> None:
@@ -168,6 +175,7 @@ class QuotaPolicy:
     async def settle(self, lease: Lease, used_tokens: int) -> None:
         """Return the reserved tokens beyond `used_tokens` and the leases. Never raises: a
         settle that fails is retried in the background until the lease would expire."""
+        self._renewals.forget(lease)
         unused = max(0, lease.reserved_tokens - used_tokens)
         for hold in lease.holds:
             refunds = hold.refunds(unused)

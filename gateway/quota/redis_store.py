@@ -125,6 +125,24 @@ return 1
 """
 )
 
+# KEYS: the lease's sets. ARGV: now_ms, lease_id, lease_ttl_ms. Extends a live lease (a
+# settled or expired one stays gone). Returns how many sets held it.
+RENEW_LUA = (
+    NOW_LUA
+    + """
+local held = 0
+for j = 1, #KEYS do
+  local expiry = redis.call('ZSCORE', KEYS[j], ARGV[2])
+  if expiry and tonumber(expiry) > now then
+    redis.call('ZADD', KEYS[j], now + tonumber(ARGV[3]), ARGV[2])
+    held = held + 1
+    redis.call('PEXPIRE', KEYS[j], tonumber(ARGV[3]) + 60000)
+  end
+end
+return held
+"""
+)
+
 # KEYS[1] the replica set. ARGV: now_ms, replica id, ttl_ms. Returns the live replicas.
 HEARTBEAT_LUA = (
     NOW_LUA
@@ -175,6 +193,7 @@ class RedisQuotaStore:
         self._admit = Script(ADMIT_LUA)
         self._settle = Script(SETTLE_LUA)
         self._heartbeat = Script(HEARTBEAT_LUA)
+        self._renew = Script(RENEW_LUA)
 
     @property
     def round_trips(self) -> RoundTrips:
@@ -225,6 +244,12 @@ class RedisQuotaStore:
         for r in refunds:
             args += [repr(r.limit.rate_per_ms), repr(r.limit.burst), repr(r.amount)]
         raw = await self._calls.call(self._settle, [*lease_keys, *(r.key for r in refunds)], args)
+        return bool(raw)
+
+    async def renew(self, lease_id: str, lease_keys: Sequence[str], lease_ttl_ms: int) -> bool:
+        """Extend a live lease by `lease_ttl_ms` from now; False if it is not live. Raises
+        QuotaStoreUnavailable as admit does."""
+        raw = await self._calls.call(self._renew, list(lease_keys), [-1, lease_id, lease_ttl_ms])
         return bool(raw)
 
     async def heartbeat(self, replica_id: str, ttl_ms: int) -> int:

@@ -26,7 +26,7 @@ class PhaseTiming:
     warmup_s: float = 5.0  # steady load before the fault
     duration_s: float = 40.0  # load from the fault on (longer while not whole again)
     recovery_cap_s: float = 300.0  # the longest a phase waits to be whole again
-    settle_s: float = 20.0  # how long leases may take to settle once the load stopped
+    settle_s: float = 45.0  # leases settle once the load stopped; a dead replica's expire (30 s)
     ready_timeout_s: float = 300.0  # for the cluster to be healthy before a phase
 
 

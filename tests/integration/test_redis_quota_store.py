@@ -276,3 +276,21 @@ def test_gateway_replicas_count_each_other_by_heartbeat(own_redis: RedisServer) 
         assert a.count() == 2  # Redis gone: the last count stays
 
     asyncio.run(run())
+
+
+def test_renewal_extends_a_live_lease_only(redis_server: RedisServer) -> None:
+    async def run() -> None:
+        lua = store(redis_server)
+        await warm(lua)
+        tag = f"rg:q:{{t-{uuid.uuid4().hex}}}"
+        sets = [LeaseSet(f"{tag}:leases", 1), LeaseSet(f"{tag}:key:k:leases", None)]
+        keys = [s.key for s in sets]
+        assert (await lua.admit("a", 1000, sets, [])).decision.admitted
+        assert await lua.renew("a", keys, 60_000)
+        expiry = redis_server.client().zscore(keys[0], "a")
+        assert expiry is not None and expiry > time.time() * 1000 + 50_000
+        assert await lua.settle("a", keys, [])
+        assert not await lua.renew("a", keys, 60_000)  # settled: it stays gone
+        assert redis_server.client().zcard(keys[0]) == 0
+
+    asyncio.run(run())

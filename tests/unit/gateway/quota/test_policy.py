@@ -244,3 +244,20 @@ async def test_an_admission_that_failed_is_settled_again_when_redis_answers() ->
 )
 def test_duration_format(ms: int, text: str) -> None:
     assert duration(ms) == text
+
+
+async def test_a_renewed_lease_outlives_its_ttl_and_a_dead_replicas_does_not() -> None:
+    clock = Clock()
+    store = InMemoryQuotaStore(clock)
+    alive, _ = policy(store, lease_ttl_s=3)
+    dead, _ = policy(store, lease_ttl_s=3)  # a replica that stops renewing (it died)
+    who = principal(Limits(concurrent_requests=2))
+    kept = await take(alive, who, 1)
+    await take(dead, who, 1)
+    for _ in range(3):  # 6 s: twice the TTL
+        clock.now_ms += 2_000
+        await alive._renewals.renew()
+    assert store.in_flight("rg:q:{acme}:leases") == 1  # only the renewed lease is live
+    await take(alive, who, 1)  # the dead replica's slot came back
+    await alive.settle(kept, 1)
+    assert alive._renewals.live == 1
