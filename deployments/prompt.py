@@ -7,6 +7,7 @@ tokenizer (transformers), never an engine.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateError
@@ -18,8 +19,9 @@ from schemas.generation import GenerationRequest
 class PromptEncoder:
     """Chat template and tokenizer of the served model."""
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, chat_template: str | None = None):
         self._tokenizer = tokenizer
+        self._chat_template = chat_template  # None: the tokenizer's own
 
     def encode(self, request: GenerationRequest) -> list[int]:
         """The prompt's token ids under this model's chat template and tokenizer.
@@ -42,9 +44,13 @@ class PromptEncoder:
                 raise InvalidRequest(f"prompt token ids must lie in [0, {vocab})", param="prompt")
             return list(request.prompt_token_ids)
         if request.messages is not None:
-            messages = [{"role": role, "content": text} for role, text in request.messages]
+            tools = request.tools.tools if request.tools is not None else None
             ids = self._tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True
+                request.messages,
+                tools=tools,
+                chat_template=self._chat_template,
+                add_generation_prompt=True,
+                tokenize=True,
             )
             # transformers >= 5 returns a BatchEncoding here; older versions a list.
             return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
@@ -82,10 +88,17 @@ def check_fits(
     return max_tokens
 
 
-def load_prompt_encoder(model_source: str) -> PromptEncoder:
+def load_prompt_encoder(model_source: str, chat_template: str | None = None) -> PromptEncoder:
+    """The encoder of a model folder; `chat_template` a template file to use instead of
+    the tokenizer's own."""
     from transformers import AutoTokenizer
 
-    return PromptEncoder(AutoTokenizer.from_pretrained(model_source))
+    return PromptEncoder(AutoTokenizer.from_pretrained(model_source), read_template(chat_template))
+
+
+def read_template(path: str | None) -> str | None:
+    """The text of a chat template file (None: none configured)."""
+    return None if path is None else Path(path).read_text()
 
 
 class TextTokenCounter:

@@ -106,7 +106,8 @@ class WordCounter:
         if request.prompt is not None:
             return [len(word) for word in request.prompt.split()]
         assert request.messages is not None
-        return [len(text) for _, text in request.messages for _ in range(1 + len(text.split()))]
+        texts = [str(m["content"]) for m in request.messages]
+        return [len(text) for text in texts for _ in range(1 + len(text.split()))]
 
 
 @dataclass

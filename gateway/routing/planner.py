@@ -20,6 +20,7 @@ from gateway.routing.config import RoutingConfig
 from gateway.routing.fallback import Adapt, ChainBackend, ChainEvents, Link
 from gateway.routing.policy import TierPolicy
 from gateway.targets import LLMTarget
+from schemas.errors import InvalidRequest
 from schemas.generation import GenerationRequest
 
 
@@ -66,7 +67,11 @@ class RoutePlanner:
             route = self._models.resolve(policy.default, may_use, shown_as=name)
             ids = await _encode(route.target, request)
             pick = self._models.resolve(policy.choose(len(ids), request.sampling.max_tokens))
-            if pick.model_id != route.model_id and may_use(pick.model_id):
+            if (
+                pick.model_id != route.model_id
+                and may_use(pick.model_id)
+                and _serves(pick.target, request)
+            ):
                 if pick.target.prompts is not route.target.prompts:
                     ids = await _encode(pick.target, request)
                 route = pick
@@ -75,6 +80,10 @@ class RoutePlanner:
             route = self._models.resolve(name, may_use)
             ids = await _encode(route.target, request)
             decision = "explicit" if name == route.model_id else "alias"
+        if not _serves(route.target, request):
+            raise InvalidRequest(
+                f"The model '{route.model_id}' does not support tools.", param="tools"
+            )
         max_tokens = await _fit(route.target, len(ids), request)
         tokenized = replace(request, messages=None, prompt=None, prompt_token_ids=ids)
         chain = ChainBackend(
@@ -101,6 +110,8 @@ class RoutePlanner:
             route = self._models.resolve(name)
             if route.model_id in seen or not may_use(route.model_id):
                 continue
+            if not _serves(route.target, original):  # e.g. no tool parser: passed over
+                continue
             seen.add(route.model_id)
             shared = route.target.prompts is first.target.prompts
             links.append(
@@ -112,6 +123,12 @@ class RoutePlanner:
                 )
             )
         return links
+
+
+def _serves(target: LLMTarget, request: GenerationRequest) -> bool:
+    """The model can answer the request: it reads tool calls, if the request has tools
+    to call."""
+    return target.tools or request.tools is None or not request.tools.parsed
 
 
 async def _encode(target: LLMTarget, request: GenerationRequest) -> list[int]:

@@ -23,12 +23,14 @@ class CharCounter:
 
     def encode(self, request: GenerationRequest) -> list[int]:
         assert request.messages is not None
-        return [0] * sum(len(text) for _, text in request.messages)
+        return [0] * sum(len(m["content"]) for m in request.messages)
 
 
 def request(words: int, max_tokens: int | None) -> GenerationRequest:
     text = " ".join(["w"] * words)
-    return GenerationRequest("r", SamplingOptions(max_tokens=max_tokens), [("user", text)])
+    return GenerationRequest(
+        "r", SamplingOptions(max_tokens=max_tokens), [{"role": "user", "content": text}]
+    )
 
 
 def router(**routing: object) -> tuple[RoutePlanner, dict[str, ScriptedModel]]:
