@@ -75,10 +75,9 @@ def test_a_field_the_spec_does_not_know_is_refused(name: str, value: Any) -> Non
         assert err.value.message == f"Unrecognized request argument supplied: {name}"
 
 
-# The values of fields raygate accepts only at their neutral value that are refused: all
-# but null, and the ones listed here.
+# The values a REFUSED field is accepted with: null, and the neutral ones listed here.
 NEUTRAL: dict[str, list[Any]] = {
-    "modalities": [["text"], []],
+    "modalities": [["text"]],
     "verbosity": ["medium"],
     "reasoning_effort": ["none"],
     "function_call": ["none"],
