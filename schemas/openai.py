@@ -24,6 +24,7 @@ from pydantic import (
 
 from schemas.errors import InvalidRequest
 from schemas.generation import INT64_MAX, INT64_MIN, MAX_STOP_CHARS, FinishReason
+from schemas.openai_accepted import ChatAcceptedFields
 from schemas.tools import (
     FunctionTool,
     NamedToolChoice,
@@ -182,11 +183,9 @@ class _SamplingFields(_Request):
         return {int(token): bias for token, bias in (self.logit_bias or {}).items()}
 
 
-class ChatCompletionRequest(_SamplingFields):
+class ChatCompletionRequest(ChatAcceptedFields, _SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    metadata: dict[str, str] | None = None
-    store: bool | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = Field(default=None, discriminator="type")
