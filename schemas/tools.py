@@ -13,7 +13,14 @@ import re
 from typing import Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 # OpenAI: "a-z, A-Z, 0-9, or contain underscores and dashes, with a maximum length of 64".
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -117,12 +124,20 @@ class ToolCall(_Strict):
     function: CalledFunction
 
 
-class FunctionCallDelta(_Strict):
+class _Sparse(_Strict):
+    """Streamed pieces: fields not sent in this piece are left out, as OpenAI does."""
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class FunctionCallDelta(_Sparse):
     name: str | None = None
     arguments: str | None = None
 
 
-class ToolCallDelta(_Strict):
+class ToolCallDelta(_Sparse):
     """A streamed piece of a tool call: the first one of a call has its id and name."""
 
     index: int

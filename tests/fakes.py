@@ -34,7 +34,7 @@ class ScriptedModel:
     """Streams `pieces`, one token each (its id: the piece's first character's code point);
     `fail_before` raises before the first chunk, `fail_after` after that many chunks,
     `stall` waits forever for its first chunk (until cancelled), `delay_s` is how long the
-    first chunk takes."""
+    first chunk takes; `chunks`, if given, are streamed as they are instead of `pieces`."""
 
     def __init__(
         self,
@@ -48,8 +48,10 @@ class ScriptedModel:
         finish: FinishReason = "stop",
         prompt_tokens: int = 5,
         log: Log | None = None,
+        chunks: tuple[GenerationChunk, ...] | None = None,
     ):
         self.pieces = pieces
+        self.chunks = chunks
         self.fail_before = fail_before
         self.fail_after = fail_after
         self.stall = stall
@@ -76,7 +78,9 @@ class ScriptedModel:
             await asyncio.sleep(self.delay_s)
             if self.fail_before is not None:
                 raise self.fail_before
-            for i, piece in enumerate(self.pieces):
+            for chunk in self.chunks or ():
+                yield chunk
+            for i, piece in enumerate(() if self.chunks else self.pieces):
                 if self.fail_after is not None and i == self.fail_after:
                     raise RuntimeError("engine died mid-stream")
                 last = i == len(self.pieces) - 1
