@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from deployments.prompt import check_fits
+from deployments.prompt import DEFAULT_PROMPT, PromptOptions, check_fits
 from gateway.routing.breaker import Breakers, State
 from gateway.routing.catalog import MayUse, ModelCatalog, Route
 from gateway.routing.config import RoutingConfig
@@ -21,6 +21,15 @@ from gateway.routing.fallback import Adapt, ChainBackend, ChainEvents, Link
 from gateway.routing.policy import TierPolicy
 from gateway.targets import LLMTarget
 from schemas.generation import GenerationRequest
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The model a name means for a request, and the request's prompt as its token ids."""
+
+    route: Route[LLMTarget]
+    ids: list[int]
+    decision: str  # explicit, alias or auto
 
 
 @dataclass(frozen=True)
@@ -59,22 +68,42 @@ class RoutePlanner:
             for name in self._policy.models():
                 self._models.resolve(name)
 
-    async def route(self, name: str, request: GenerationRequest, may_use: MayUse) -> Routed:
-        """Pick the model, tokenize for it, check the context, and build the chain."""
+    async def encode(
+        self,
+        name: str,
+        request: GenerationRequest,
+        may_use: MayUse,
+        options: PromptOptions = DEFAULT_PROMPT,
+    ) -> Encoded:
+        """Pick the model `name` means for `request` and tokenize the prompt for it: under
+        the default `options`, the prompt tokens the request is charged for. Raises
+        ModelNotFound (404) for a name the caller cannot use, InvalidRequest (400) for a
+        prompt the model's tokenizer or chat template refuses."""
+        route = self.target(name, may_use)
+        ids = await _encode(route.target, request, options)
+        policy = self._policy
+        if policy is None or name != policy.name:
+            return Encoded(route, ids, "explicit" if name == route.model_id else "alias")
+        pick = self._models.resolve(policy.choose(len(ids), request.sampling.max_tokens))
+        if pick.model_id != route.model_id and may_use(pick.model_id):
+            if pick.target.prompts is not route.target.prompts:
+                ids = await _encode(pick.target, request, options)
+            route = pick
+        return Encoded(route, ids, "auto")
+
+    def target(self, name: str, may_use: MayUse) -> Route[LLMTarget]:
+        """The model `name` means before any prompt is seen: an id's, an alias's, or for
+        `auto` its default model. Raises ModelNotFound (404) for a name the caller
+        cannot use."""
         policy = self._policy
         if policy is not None and name == policy.name:
-            route = self._models.resolve(policy.default, may_use, shown_as=name)
-            ids = await _encode(route.target, request)
-            pick = self._models.resolve(policy.choose(len(ids), request.sampling.max_tokens))
-            if pick.model_id != route.model_id and may_use(pick.model_id):
-                if pick.target.prompts is not route.target.prompts:
-                    ids = await _encode(pick.target, request)
-                route = pick
-            decision = "auto"
-        else:
-            route = self._models.resolve(name, may_use)
-            ids = await _encode(route.target, request)
-            decision = "explicit" if name == route.model_id else "alias"
+            return self._models.resolve(policy.default, may_use, shown_as=name)
+        return self._models.resolve(name, may_use)
+
+    async def route(self, name: str, request: GenerationRequest, may_use: MayUse) -> Routed:
+        """Pick the model, tokenize for it, check the context, and build the chain."""
+        encoded = await self.encode(name, request, may_use)
+        route, ids = encoded.route, encoded.ids
         max_tokens = await _fit(route.target, len(ids), request)
         tokenized = replace(request, messages=None, prompt=None, prompt_token_ids=ids)
         chain = ChainBackend(
@@ -84,7 +113,7 @@ class RoutePlanner:
             self._events,
             self._clock,
         )
-        return Routed(route.model_id, tokenized, len(ids), max_tokens, chain, decision)
+        return Routed(route.model_id, tokenized, len(ids), max_tokens, chain, encoded.decision)
 
     def _links(
         self, first: Route[LLMTarget], original: GenerationRequest, may_use: MayUse
@@ -114,9 +143,11 @@ class RoutePlanner:
         return links
 
 
-async def _encode(target: LLMTarget, request: GenerationRequest) -> list[int]:
+async def _encode(
+    target: LLMTarget, request: GenerationRequest, options: PromptOptions = DEFAULT_PROMPT
+) -> list[int]:
     # Tokenizing takes milliseconds for long prompts: off the event loop.
-    return await asyncio.to_thread(target.prompts.encode, request)
+    return await asyncio.to_thread(target.prompts.encode, request, options)
 
 
 async def _fit(target: LLMTarget, prompt_tokens: int, request: GenerationRequest) -> int:
