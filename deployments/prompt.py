@@ -7,6 +7,8 @@ tokenizer (transformers), never an engine.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,19 @@ from schemas.errors import ContextLengthExceeded, InvalidRequest
 from schemas.generation import GenerationRequest
 
 
+@dataclass(frozen=True)
+class PromptOptions:
+    """How a prompt is rendered and tokenized (vLLM's /tokenize options). The defaults
+    are what every generation request gets, so counts under them are what it is charged."""
+
+    add_generation_prompt: bool = True  # chat: open the assistant's turn after the messages
+    continue_final_message: bool = False  # chat: leave the last message open instead
+    add_special_tokens: bool | None = None  # None: for a text prompt, not atop a chat template
+
+
+DEFAULT_PROMPT = PromptOptions()
+
+
 class PromptEncoder:
     """Chat template and tokenizer of the served model."""
 
@@ -23,39 +38,63 @@ class PromptEncoder:
         self._tokenizer = tokenizer
         self._chat_template = chat_template  # None: the tokenizer's own
 
-    def encode(self, request: GenerationRequest) -> list[int]:
+    def encode(
+        self, request: GenerationRequest, options: PromptOptions = DEFAULT_PROMPT
+    ) -> list[int]:
         """The prompt's token ids under this model's chat template and tokenizer.
 
         Raises InvalidRequest for token ids outside the vocabulary and for text that the
         tokenizer or the chat template refuses (the client's input, never the model's
         failure)."""
         try:
-            return self._encode(request)
+            return self._encode(request, options)
         except (TemplateError, UnicodeError, TypeError, ValueError) as exc:
             param = "messages" if request.messages is not None else "prompt"
             raise InvalidRequest(
                 f"The {param} could not be tokenized: {str(exc)[:200]}", param=param
             ) from None
 
-    def _encode(self, request: GenerationRequest) -> list[int]:
+    def decode(self, ids: Sequence[int], param: str = "tokens") -> str:
+        """The text of `ids`, special tokens included (as vLLM's /detokenize). Raises
+        InvalidRequest naming `param` for an id outside the vocabulary."""
+        self._check_ids(ids, param)
+        text: str = self._tokenizer.decode(list(ids))
+        return text
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        """Each id's token as the vocabulary spells it (`Ġword` for byte-level BPE)."""
+        self._check_ids(ids, "tokens")
+        return list(self._tokenizer.convert_ids_to_tokens(list(ids)))
+
+    def _check_ids(self, ids: Sequence[int], param: str) -> None:
+        vocab = len(self._tokenizer)
+        if any(not 0 <= t < vocab for t in ids):
+            raise InvalidRequest(f"token ids must lie in [0, {vocab})", param=param)
+
+    def _encode(self, request: GenerationRequest, options: PromptOptions) -> list[int]:
         if request.prompt_token_ids is not None:
-            vocab = len(self._tokenizer)
-            if any(not 0 <= t < vocab for t in request.prompt_token_ids):
-                raise InvalidRequest(f"prompt token ids must lie in [0, {vocab})", param="prompt")
+            self._check_ids(request.prompt_token_ids, "prompt")
             return list(request.prompt_token_ids)
         if request.messages is not None:
             tools = request.tools.tools if request.tools is not None else None
-            ids = self._tokenizer.apply_chat_template(
-                request.messages,
-                tools=tools,
-                chat_template=self._chat_template,
-                add_generation_prompt=True,
-                tokenize=True,
-            )
+            template: dict[str, Any] = {
+                "tools": tools,
+                "chat_template": self._chat_template,
+                "add_generation_prompt": options.add_generation_prompt,
+            }
+            if options.continue_final_message:
+                template |= {"continue_final_message": True, "add_generation_prompt": False}
+            if options.add_special_tokens:  # on top of what the template writes (vLLM's option)
+                text = self._tokenizer.apply_chat_template(
+                    request.messages, tokenize=False, **template
+                )
+                return list(self._tokenizer.encode(text, add_special_tokens=True))
+            ids = self._tokenizer.apply_chat_template(request.messages, tokenize=True, **template)
             # transformers >= 5 returns a BatchEncoding here; older versions a list.
             return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
         assert request.prompt is not None
-        return list(self._tokenizer.encode(request.prompt))
+        special = options.add_special_tokens is not False
+        return list(self._tokenizer.encode(request.prompt, add_special_tokens=special))
 
 
 def check_fits(
@@ -102,7 +141,8 @@ def read_template(path: str | None) -> str | None:
 
 
 class TextTokenCounter:
-    """Tokens of plain texts (embedding inputs) under a model's tokenizer, untruncated."""
+    """Tokens of plain texts (embedding inputs, documents) under a model's tokenizer (a
+    fast one: truncation cuts at its offsets)."""
 
     def __init__(self, tokenizer: Any):
         self._tokenizer = tokenizer
@@ -110,6 +150,17 @@ class TextTokenCounter:
     def counts(self, texts: list[str]) -> list[int]:
         encoded = self._tokenizer(texts, add_special_tokens=True, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
+
+    def truncate(self, texts: list[str], max_tokens: int) -> list[str]:
+        """Each text cut after its first `max_tokens` tokens (special tokens not counted),
+        at the end of the last token kept."""
+        encoded = self._tokenizer(
+            texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        return [
+            text if len(spans) <= max_tokens else text[: spans[max_tokens - 1][1]]
+            for text, spans in zip(texts, encoded["offset_mapping"], strict=True)
+        ]
 
 
 def load_text_token_counter(model_source: str) -> TextTokenCounter:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,6 +36,7 @@ from gateway.cache.config import CacheConfig
 from gateway.cache.redis_store import RedisCacheStore
 from gateway.cache.service import CacheMetrics, Embed, ResponseCache
 from gateway.config import AppConfig
+from gateway.directory import AutoName, ModelDirectory
 from gateway.embeddings import EmbedderTarget, EmbeddingService
 from gateway.generation.service import GenerationService
 from gateway.metrics import GatewayMetrics
@@ -63,7 +64,7 @@ class Services:
     embeddings: EmbeddingService
     rerank: RerankService
     probes: Mapping[str, Probe]  # every deployment's health check, by model id
-    created: int  # when the models came up (the `created` of /v1/models)
+    models: ModelDirectory  # what /v1/models lists and retrieves
 
 
 def load_config(args: Mapping[str, Any]) -> AppConfig:
@@ -183,9 +184,10 @@ def build_services(
         embedder = config.cache.embedder
         embed = None if embedder is None else partial(_embed_one, targets.embedders[embedder])
         cache = build_cache(config.cache, embed, metrics.cache_metrics())
+    llm_aliases = {a: m.id for m in config.models for a in m.aliases}
     planner = RoutePlanner(
         targets.llms,
-        {a: m.id for m in config.models for a in m.aliases},
+        llm_aliases,
         config.routing,
         metrics.chain_events(),
         metrics.record_breaker,
@@ -204,8 +206,16 @@ def build_services(
         embeddings=EmbeddingService(ModelCatalog(targets.embedders, emb_aliases)),
         rerank=RerankService(ModelCatalog(targets.rerankers, rr_aliases)),
         probes=backends.probes,
-        created=int(time.time()),
+        models=_directory(config, backends.probes, {**llm_aliases, **emb_aliases, **rr_aliases}),
     )
+
+
+def _directory(
+    config: AppConfig, model_ids: Iterable[str], aliases: Mapping[str, str]
+) -> ModelDirectory:
+    auto = config.routing.auto
+    named = None if auto is None else AutoName(auto.name, aliases.get(auto.default, auto.default))
+    return ModelDirectory(model_ids, aliases, named, created=int(time.time()))
 
 
 # ------------------------------------------------------------------------ the Serve graph

@@ -1,4 +1,5 @@
-"""POST /v1/rerank, /rerank and /v1/score without HTTP: route, check, score, sort.
+"""POST /v1/rerank, /v2/rerank, /rerank and /v1/score without HTTP: route, check, score,
+sort.
 
 The reranker deployment scores (query, document) pairs; this service validates a
 request against the model's limits (document count, tokens per input unless the
@@ -21,10 +22,15 @@ from gateway.routing.catalog import ModelCatalog
 from schemas.embeddings import ScoreResult
 from schemas.errors import InvalidRequest
 from schemas.rerank import (
+    BilledUnits,
+    MetaTokens,
     RerankDocument,
     RerankResponse,
     RerankResult,
     RerankUsage,
+    RerankV2Meta,
+    RerankV2Response,
+    RerankV2Result,
     ScoreData,
     ScoreResponse,
     TeiRank,
@@ -37,10 +43,16 @@ class RerankBackend(Protocol):
     async def max_input_tokens(self) -> int: ...
 
 
+class DocumentTokens(TokenCounter, Protocol):
+    def truncate(self, texts: list[str], max_tokens: int) -> list[str]:
+        """Each text cut after its first `max_tokens` tokens (special tokens not counted)."""
+        ...
+
+
 @dataclass(frozen=True)
 class RerankerTarget:
     backend: RerankBackend
-    tokens: TokenCounter
+    tokens: DocumentTokens
     kind: Literal["cross-encoder", "bi-encoder"]
     max_documents: int
     truncate: bool
@@ -59,6 +71,7 @@ def usage(result: ScoreResult) -> RerankUsage:
     return RerankUsage(prompt_tokens=tokens, total_tokens=tokens)
 
 
+DOCS_PER_SEARCH = 100  # Cohere bills one search unit per query and up to 100 documents
 CALLS_PER_REQUEST = 4  # reranker deployment calls one request has in flight at most
 
 
@@ -80,7 +93,12 @@ class RerankService:
         pairs: Sequence[tuple[str, str]],
         may_use: Callable[[str], bool] = lambda _: True,
         param: str = "documents",
+        max_tokens_per_doc: int | None = None,
     ) -> PreparedRerank:
+        """Route `model`, cut each document to `max_tokens_per_doc` tokens if given, and
+        count the tokens. Raises ModelNotFound (404) for a model the caller cannot use and
+        InvalidRequest (400, naming `param`) for too many documents or, where the
+        deployment does not truncate, an input over the model's token limit."""
         route = self._catalog.resolve(model, may_use)
         target = route.target
         if len(pairs) > target.max_documents:
@@ -91,6 +109,9 @@ class RerankService:
             )
         queries = list(dict.fromkeys(q for q, _ in pairs))
         docs = [d for _, d in pairs]
+        if max_tokens_per_doc is not None:
+            docs = await asyncio.to_thread(target.tokens.truncate, docs, max_tokens_per_doc)
+            pairs = [(q, d) for (q, _), d in zip(pairs, docs, strict=True)]
         counts = await asyncio.to_thread(target.tokens.counts, queries + docs)
         query_tokens = dict(zip(queries, counts[: len(queries)], strict=True))
         doc_tokens = counts[len(queries) :]
@@ -131,18 +152,26 @@ class RerankService:
                 tokens[row] = n
         return ScoreResult(scores, tokens)
 
+    async def _ranked(
+        self, prepared: PreparedRerank, top_n: int | None
+    ) -> tuple[list[int], ScoreResult]:
+        """The documents' indices by score, best first (the first `top_n`), and the scores."""
+        result = await self._score(prepared)
+        order = sorted(range(len(result.scores)), key=lambda i: -float(result.scores[i]))
+        return order[: top_n or len(order)], result
+
     async def rerank(
         self, prepared: PreparedRerank, top_n: int | None, return_documents: bool
     ) -> RerankResponse:
-        result = await self._score(prepared)
-        order = sorted(range(len(result.scores)), key=lambda i: -float(result.scores[i]))
+        """Cohere v1's answer (and Jina's)."""
+        order, result = await self._ranked(prepared, top_n)
         results = [
             RerankResult(
                 index=i,
                 relevance_score=float(result.scores[i]),
                 document=RerankDocument(text=prepared.pairs[i][1]) if return_documents else None,
             )
-            for i in order[: top_n or len(order)]
+            for i in order
         ]
         return RerankResponse(
             id=f"rerank-{uuid.uuid4().hex}",
@@ -150,6 +179,16 @@ class RerankService:
             results=results,
             usage=usage(result),
         )
+
+    async def rerank_v2(self, prepared: PreparedRerank, top_n: int | None) -> RerankV2Response:
+        """Cohere v2's answer: no documents, and Cohere's `meta` with the tokens read."""
+        order, result = await self._ranked(prepared, top_n)
+        results = [RerankV2Result(index=i, relevance_score=float(result.scores[i])) for i in order]
+        meta = RerankV2Meta(
+            billed_units=BilledUnits(search_units=-(-len(prepared.pairs) // DOCS_PER_SEARCH)),
+            tokens=MetaTokens(input_tokens=usage(result).total_tokens),
+        )
+        return RerankV2Response(id=f"rerank-{uuid.uuid4().hex}", results=results, meta=meta)
 
     async def tei_rerank(
         self, prepared: PreparedRerank, return_text: bool

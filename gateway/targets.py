@@ -11,11 +11,12 @@ Serve handle, see gateway/generation/service.py):
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
 
+from deployments.prompt import DEFAULT_PROMPT, PromptOptions
 from schemas.generation import GenerationChunk, GenerationRequest
 
 
@@ -30,7 +31,13 @@ class ModelBackend(Protocol):
 class PromptCounter(Protocol):
     """The model's own chat template and tokenizer (deployments.prompt.PromptEncoder)."""
 
-    def encode(self, request: GenerationRequest) -> list[int]: ...
+    def encode(
+        self, request: GenerationRequest, options: PromptOptions = DEFAULT_PROMPT
+    ) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int], param: str = "tokens") -> str: ...
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]: ...
 
 
 @dataclass(frozen=True)

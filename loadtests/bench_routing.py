@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from deployments.prefix_affinity import PrefixIndex, block_hashes
+from deployments.prompt import DEFAULT_PROMPT, PromptOptions
 from gateway.routing.config import RoutingConfig
 from gateway.routing.planner import RoutePlanner
 from gateway.routing.policy import TierPolicy
@@ -48,6 +49,7 @@ from loadtests.harness import (
     write_result,
 )
 from schemas.generation import GenerationChunk, GenerationRequest, SamplingOptions
+from tests.fakes import WordCounter
 from tests.ports import free_port
 
 TOPICS = "tides volcanoes bees glaciers comets deserts coral owls rivers fungi storms moss".split()
@@ -61,11 +63,14 @@ class _Model:
         yield GenerationChunk("", 0, 0, "stop")
 
 
-class _Ids:
+class _Ids(WordCounter):
     def __init__(self, ids: list[int]):
+        super().__init__()
         self.ids = ids
 
-    def encode(self, request: GenerationRequest) -> list[int]:
+    def encode(
+        self, request: GenerationRequest, options: PromptOptions = DEFAULT_PROMPT
+    ) -> list[int]:
         return self.ids
 
 

@@ -1,7 +1,9 @@
 """Rerank and score wire models.
 
-- POST /v1/rerank: the Cohere / Jina shape (`model`, `query`, `documents` as strings or
+- POST /v1/rerank: the Cohere v1 / Jina shape (`model`, `query`, `documents` as strings or
   objects with `text`, `top_n`, `return_documents`) -> `results` sorted by score.
+- POST /v2/rerank: Cohere's v2 shape (`documents` as strings only, `max_tokens_per_doc`;
+  no `return_documents`) -> `results` sorted by score and Cohere's `meta`.
 - POST /rerank: Hugging Face text-embeddings-inference's shape (`query`, `texts`,
   `return_text`, `raw_scores`) -> a bare list sorted by score.
 - POST /v1/score: vLLM's shape (`model`, `text_1`, `text_2`) -> one score per pair.
@@ -35,29 +37,49 @@ class RerankDocument(_Request):
     text: str
 
 
-class RerankRequest(_Request):
+class _RerankFields(_Request):
     model: str = Field(min_length=1)
     query: str
-    documents: list[str | RerankDocument]
     top_n: int | None = None
-    return_documents: bool = False
 
     @model_validator(mode="after")
-    def _check(self) -> RerankRequest:
+    def _check(self) -> _RerankFields:
+        texts = self.texts()
         if not self.query.strip():
             raise InvalidRequest("query must not be empty", param="query")
-        if not self.documents:
+        if not texts:
             raise InvalidRequest("documents must not be empty", param="documents")
-        _non_empty(self.texts(), "documents")
-        if self.top_n is not None and not 1 <= self.top_n <= len(self.documents):
+        _non_empty(texts, "documents")
+        if self.top_n is not None and not 1 <= self.top_n <= len(texts):
             raise InvalidRequest(
-                f"top_n must be between 1 and the number of documents ({len(self.documents)})",
+                f"top_n must be between 1 and the number of documents ({len(texts)})",
                 param="top_n",
             )
         return self
 
     def texts(self) -> list[str]:
+        raise NotImplementedError
+
+
+class RerankRequest(_RerankFields):
+    documents: list[str | RerankDocument]
+    return_documents: bool = False
+
+    def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankV2Request(_RerankFields):
+    documents: list[str]
+    max_tokens_per_doc: int | None = Field(
+        default=None, ge=1, description="Each document is cut after this many tokens."
+    )
+    # Cohere orders queued work by it; it never changes an answer, and here every
+    # request waits its turn alike.
+    priority: int | None = Field(default=None, ge=0)
+
+    def texts(self) -> list[str]:
+        return self.documents
 
 
 class TeiRerankRequest(_Request):
@@ -139,6 +161,37 @@ class RerankResponse(_Response):
     model: str
     results: list[RerankResult]
     usage: RerankUsage
+
+
+class ApiVersion(_Response):
+    version: str = "2"
+    is_experimental: bool = False
+
+
+class BilledUnits(_Response):
+    search_units: int  # one per query and up to 100 documents, as Cohere bills
+
+
+class MetaTokens(_Response):
+    input_tokens: int
+    output_tokens: int = 0
+
+
+class RerankV2Meta(_Response):
+    api_version: ApiVersion = ApiVersion()
+    billed_units: BilledUnits
+    tokens: MetaTokens
+
+
+class RerankV2Result(_Response):
+    index: int
+    relevance_score: float
+
+
+class RerankV2Response(_Response):
+    id: str
+    results: list[RerankV2Result]
+    meta: RerankV2Meta
 
 
 class TeiRank(_OmitNone):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deployments.prompt import DEFAULT_PROMPT, PromptOptions
 from gateway.cache.redis_store import CachedAnswer
 from gateway.cache.replay import RecordingBackend, ReplayBackend
 from gateway.cache.service import CacheQuery, Lookup
@@ -98,12 +99,15 @@ class ScriptedModel:
 
 class WordCounter:
     """One token per word of each message (and 1 per message), or per word of a prompt;
-    each token's id is the length of its text. `encoded` counts the requests it read."""
+    each token's id is the length of its text (decoded: that many `x`s). `encoded` counts
+    the requests it read."""
 
     def __init__(self) -> None:
         self.encoded = 0
 
-    def encode(self, request: GenerationRequest) -> list[int]:
+    def encode(
+        self, request: GenerationRequest, options: PromptOptions = DEFAULT_PROMPT
+    ) -> list[int]:
         self.encoded += 1
         if request.prompt_token_ids is not None:
             return list(request.prompt_token_ids)
@@ -112,6 +116,12 @@ class WordCounter:
         assert request.messages is not None
         texts = [str(m["content"]) for m in request.messages]
         return [len(text) for text in texts for _ in range(1 + len(text.split()))]
+
+    def decode(self, ids: Sequence[int], param: str = "tokens") -> str:
+        return " ".join(self.token_strings(ids))
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        return ["x" * n for n in ids]
 
 
 @dataclass
@@ -198,10 +208,14 @@ class RecordingCache:
 
 
 class TextWordCounter:
-    """Stands in for an encoder's tokenizer: words + 2 ([CLS] and [SEP]) per text."""
+    """Stands in for an encoder's tokenizer: words + 2 ([CLS] and [SEP]) per text; a
+    truncated text keeps its first words."""
 
     def counts(self, texts: list[str]) -> list[int]:
         return [len(t.split()) + 2 for t in texts]
+
+    def truncate(self, texts: list[str], max_tokens: int) -> list[str]:
+        return [" ".join(t.split()[:max_tokens]) for t in texts]
 
 
 class FakeEmbedder:

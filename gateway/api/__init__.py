@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from pydantic import BaseModel
+from starlette.routing import compile_path
 
 from gateway.api.embeddings import EmbeddingRoutes
 from gateway.api.generation import GenerationRoutes
@@ -45,10 +46,14 @@ def make_api(services: Services) -> FastAPI:
                 bodies[method, path] = body
     api.openapi_schema = openapi_document(api, bodies)  # what app.openapi() serves
     known = frozenset(paths)
+    templates = [(compile_path(p)[0], p.replace(":path}", "}")) for p in paths if "{" in p]
 
     def route_label(path: str) -> str:
-        """A path's metrics label: one of the API's routes, else `other` (bounded)."""
-        return path if path in known else "other"
+        """A path's metrics label: one of the API's routes (a path template for those with
+        parameters), else `other` (bounded)."""
+        if path in known:
+            return path
+        return next((label for regex, label in templates if regex.match(path)), "other")
 
     api.add_middleware(
         RequestMetricsMiddleware, route_of=route_label, metrics=services.metrics.requests

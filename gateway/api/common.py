@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
-Handler = Callable[[Request], Awaitable[Response]]
+# (request, then the route's path parameters by name: FastAPI documents and passes them)
+Handler = Callable[..., Awaitable[Response]]
 # method, path, handler, the wire model of its JSON body (None: no body)
 RouteTable = list[tuple[str, str, Handler, type[BaseModel] | None]]
 OFF_LOOP_BYTES = 256 * 1024  # bodies this large are parsed off the event loop

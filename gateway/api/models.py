@@ -1,4 +1,4 @@
-"""GET /v1/models, /health and /ready."""
+"""GET /v1/models, /v1/models/{model}, /health and /ready."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway.api.common import RouteTable, json_reply, principal_of
 from gateway.backends import Probe
-from schemas.openai import ModelCard, ModelList
+from schemas.openai import ModelList
 
 if TYPE_CHECKING:
     from gateway.build import Services
@@ -64,20 +64,21 @@ class ModelRoutes:
     def table(self) -> RouteTable:
         return [
             ("GET", "/v1/models", self.models, None),
+            ("GET", "/v1/models/{model:path}", self.model, None),  # ids may hold a '/'
             ("GET", "/health", self.health, None),
             ("GET", "/ready", self.ready, None),
         ]
 
     async def models(self, request: Request) -> Response:
-        services = self._services
-        principal = principal_of(services, request)
-        names = [name for name in services.probes if principal.may_use(name)]
-        config = services.config
-        auto = config.routing.auto
-        if auto is not None and any(principal.may_use(m.id) for m in config.models):
-            names.append(auto.name)  # routes among the models above
-        cards = [ModelCard(id=name, created=services.created) for name in names]
+        principal = principal_of(self._services, request)
+        cards = self._services.models.cards(principal.may_use)
         return json_reply(ModelList(data=cards), {})
+
+    async def model(self, request: Request, model: str) -> Response:
+        """The card /v1/models lists for `model` (an id, an alias or `auto`); 404
+        `model_not_found` for a name the caller's tenant cannot use."""
+        principal = principal_of(self._services, request)
+        return json_reply(self._services.models.card(model, principal.may_use), {})
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

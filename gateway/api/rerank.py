@@ -1,4 +1,5 @@
-"""POST /v1/rerank (Cohere/Jina), /rerank (text-embeddings-inference) and /v1/score (vLLM)."""
+"""POST /v1/rerank (Cohere v1/Jina), /v2/rerank (Cohere v2), /rerank
+(text-embeddings-inference) and /v1/score (vLLM)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi.responses import Response
 
 from gateway.api.common import RouteTable, body_of, json_reply, metered, principal_of
 from schemas.errors import NotFound
-from schemas.rerank import RerankRequest, ScoreRequest, TeiRerankRequest
+from schemas.rerank import RerankRequest, RerankV2Request, ScoreRequest, TeiRerankRequest
 
 if TYPE_CHECKING:
     from gateway.build import Services
@@ -23,6 +24,7 @@ class RerankRoutes:
     def table(self) -> RouteTable:
         return [
             ("POST", "/v1/rerank", self.rerank, RerankRequest),
+            ("POST", "/v2/rerank", self.rerank_v2, RerankV2Request),
             ("POST", "/rerank", self.tei_rerank, TeiRerankRequest),
             ("POST", "/v1/score", self.score, ScoreRequest),
         ]
@@ -40,6 +42,29 @@ class RerankRoutes:
             partial(services.rerank.prepare, body.model, pairs, principal.may_use),
             lambda p: services.rerank.rerank(p, body.top_n, body.return_documents),
             lambda r: r.usage.total_tokens,
+        )
+        return json_reply(response, lease.headers)
+
+    async def rerank_v2(self, request: Request) -> Response:
+        services = self._services
+        principal = principal_of(services, request)
+        body = await body_of(services, request, RerankV2Request)
+        pairs = [(body.query, doc) for doc in body.documents]
+        prepare = partial(
+            services.rerank.prepare,
+            body.model,
+            pairs,
+            principal.may_use,
+            max_tokens_per_doc=body.max_tokens_per_doc,
+        )
+        response, lease = await metered(
+            services,
+            request,
+            principal,
+            "rerank",
+            prepare,
+            lambda p: services.rerank.rerank_v2(p, body.top_n),
+            lambda r: r.meta.tokens.input_tokens,
         )
         return json_reply(response, lease.headers)
 

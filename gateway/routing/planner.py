@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from deployments.prompt import check_fits
+from deployments.prompt import DEFAULT_PROMPT, PromptOptions, check_fits
 from gateway.routing.breaker import Breakers, State
 from gateway.routing.catalog import MayUse, ModelCatalog, Route
 from gateway.routing.config import RoutingConfig
@@ -22,6 +22,15 @@ from gateway.routing.policy import TierPolicy
 from gateway.targets import LLMTarget
 from schemas.errors import InvalidRequest
 from schemas.generation import GenerationRequest
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The model a name means for a request, and the request's prompt as its token ids."""
+
+    route: Route[LLMTarget]
+    ids: list[int]
+    decision: str  # explicit, alias or auto
 
 
 @dataclass(frozen=True)
@@ -60,26 +69,46 @@ class RoutePlanner:
             for name in self._policy.models():
                 self._models.resolve(name)
 
-    async def route(self, name: str, request: GenerationRequest, may_use: MayUse) -> Routed:
-        """Pick the model, tokenize for it, check the context, and build the chain."""
+    async def encode(
+        self,
+        name: str,
+        request: GenerationRequest,
+        may_use: MayUse,
+        options: PromptOptions = DEFAULT_PROMPT,
+    ) -> Encoded:
+        """Pick the model `name` means for `request` and tokenize the prompt for it: under
+        the default `options`, the prompt tokens the request is charged for. Raises
+        ModelNotFound (404) for a name the caller cannot use, InvalidRequest (400) for a
+        prompt the model's tokenizer or chat template refuses."""
+        route = self.target(name, may_use)
+        ids = await _encode(route.target, request, options)
+        policy = self._policy
+        if policy is None or name != policy.name:
+            return Encoded(route, ids, "explicit" if name == route.model_id else "alias")
+        pick = self._models.resolve(policy.choose(len(ids), request.sampling.max_tokens))
+        if (
+            pick.model_id != route.model_id
+            and may_use(pick.model_id)
+            and _serves(pick.target, request)
+        ):
+            if pick.target.prompts is not route.target.prompts:
+                ids = await _encode(pick.target, request, options)
+            route = pick
+        return Encoded(route, ids, "auto")
+
+    def target(self, name: str, may_use: MayUse) -> Route[LLMTarget]:
+        """The model `name` means before any prompt is seen: an id's, an alias's, or for
+        `auto` its default model. Raises ModelNotFound (404) for a name the caller
+        cannot use."""
         policy = self._policy
         if policy is not None and name == policy.name:
-            route = self._models.resolve(policy.default, may_use, shown_as=name)
-            ids = await _encode(route.target, request)
-            pick = self._models.resolve(policy.choose(len(ids), request.sampling.max_tokens))
-            if (
-                pick.model_id != route.model_id
-                and may_use(pick.model_id)
-                and _serves(pick.target, request)
-            ):
-                if pick.target.prompts is not route.target.prompts:
-                    ids = await _encode(pick.target, request)
-                route = pick
-            decision = "auto"
-        else:
-            route = self._models.resolve(name, may_use)
-            ids = await _encode(route.target, request)
-            decision = "explicit" if name == route.model_id else "alias"
+            return self._models.resolve(policy.default, may_use, shown_as=name)
+        return self._models.resolve(name, may_use)
+
+    async def route(self, name: str, request: GenerationRequest, may_use: MayUse) -> Routed:
+        """Pick the model, tokenize for it, check the context, and build the chain."""
+        encoded = await self.encode(name, request, may_use)
+        route, ids = encoded.route, encoded.ids
         if not _serves(route.target, request):
             raise InvalidRequest(
                 f"The model '{route.model_id}' does not support tools.", param="tools"
@@ -93,7 +122,7 @@ class RoutePlanner:
             self._events,
             self._clock,
         )
-        return Routed(route.model_id, tokenized, len(ids), max_tokens, chain, decision)
+        return Routed(route.model_id, tokenized, len(ids), max_tokens, chain, encoded.decision)
 
     def _links(
         self, first: Route[LLMTarget], original: GenerationRequest, may_use: MayUse
@@ -131,9 +160,11 @@ def _serves(target: LLMTarget, request: GenerationRequest) -> bool:
     return target.tools or request.tools is None or not request.tools.parsed
 
 
-async def _encode(target: LLMTarget, request: GenerationRequest) -> list[int]:
+async def _encode(
+    target: LLMTarget, request: GenerationRequest, options: PromptOptions = DEFAULT_PROMPT
+) -> list[int]:
     # Tokenizing takes milliseconds for long prompts: off the event loop.
-    return await asyncio.to_thread(target.prompts.encode, request)
+    return await asyncio.to_thread(target.prompts.encode, request, options)
 
 
 async def _fit(target: LLMTarget, prompt_tokens: int, request: GenerationRequest) -> int:

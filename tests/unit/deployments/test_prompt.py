@@ -4,7 +4,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from deployments.llm import RequestCounters
-from deployments.prompt import PromptEncoder, check_fits
+from deployments.prompt import PromptEncoder, TextTokenCounter, check_fits
 from deployments.sampling import sampling_params
 from schemas.errors import ContextLengthExceeded, InvalidRequest
 from schemas.generation import GenerationRequest, SamplingOptions
@@ -89,3 +89,21 @@ def test_text_the_tokenizer_cannot_encode_is_a_400(
     with pytest.raises(InvalidRequest, match="could not be tokenized") as err:
         encoder.encode(request_)
     assert err.value.param in ("messages", "prompt")
+
+
+def test_decode_and_token_strings_check_the_vocabulary(encoder: PromptEncoder) -> None:
+    ids = encoder.encode(GenerationRequest("r", SamplingOptions(), prompt="Hello there"))
+    assert encoder.decode(ids) == "Hello there"
+    assert encoder.token_strings(ids) == ["Hello", "Ġthere"]
+    for bad in ([49152], [-1]):
+        with pytest.raises(InvalidRequest) as raised:
+            encoder.decode(bad)
+        assert raised.value.param == "tokens"
+
+
+def test_documents_are_cut_at_a_token_boundary() -> None:
+    counter = TextTokenCounter(AutoTokenizer.from_pretrained(MODELS / "all-MiniLM-L6-v2"))
+    texts = ["The quick brown foxes jumped", "short"]
+    cut = counter.truncate(texts, 3)
+    assert cut == ["The quick brown", "short"]
+    assert counter.counts(cut) == [3 + 2, 1 + 2]  # [CLS] and [SEP] on top

@@ -96,3 +96,24 @@ def test_bad_rerank_requests(body: dict[str, object], message: str) -> None:
 
     with pytest.raises((InvalidRequest, ValidationError), match=message):
         RerankRequest.model_validate({"model": "rr", **body})
+
+
+async def test_v2_ranks_without_documents_and_bills_search_units() -> None:
+    svc = service(FakeReranker())
+    prepared = await svc.prepare("rerank-default", [("cat dog", d) for d in DOCS])
+    response = await svc.rerank_v2(prepared, top_n=2)
+    assert [(r.index, r.relevance_score) for r in response.results] == [(2, 2.0), (0, 1.0)]
+    assert response.meta.billed_units.search_units == 1
+    assert response.meta.api_version.version == "2"
+    assert response.meta.tokens.input_tokens == sum(len(d.split()) + 2 for d in DOCS)
+
+
+async def test_max_tokens_per_doc_cuts_documents_before_they_are_scored() -> None:
+    fake = FakeReranker()
+    svc = service(fake)
+    pairs = [("dog", "a cat and a dog"), ("dog", "dog")]
+    prepared = await svc.prepare("rr", pairs, max_tokens_per_doc=3)
+    assert [d for _, d in prepared.pairs] == ["a cat and", "dog"]
+    response = await svc.rerank_v2(prepared, top_n=None)
+    assert [(r.index, r.relevance_score) for r in response.results] == [(1, 1.0), (0, 0.0)]
+    assert response.meta.tokens.input_tokens == (3 + 2) + (1 + 2)  # the cut texts' tokens

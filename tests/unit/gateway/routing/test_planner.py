@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from deployments.prompt import DEFAULT_PROMPT, PromptOptions
 from gateway.routing.config import RoutingConfig
 from gateway.routing.planner import RoutePlanner
 from gateway.targets import LLMTarget
@@ -18,10 +19,12 @@ AUTO = {
 }
 
 
-class CharCounter:
+class CharCounter(WordCounter):
     """A different tokenizer: one token (0) per character."""
 
-    def encode(self, request: GenerationRequest) -> list[int]:
+    def encode(
+        self, request: GenerationRequest, options: PromptOptions = DEFAULT_PROMPT
+    ) -> list[int]:
         assert request.messages is not None
         return [0] * sum(len(m["content"]) for m in request.messages)
 
