@@ -235,8 +235,11 @@ class ChatCompletionRequest(ChatAcceptedFields, _SamplingFields):
         return self.max_completion_tokens or self.max_tokens
 
 
+Prompt = str | list[str] | list[int] | list[list[int]]
+
+
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[str] | list[int]
+    prompt: Prompt
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=5)
     best_of: int | None = Field(default=None, ge=1, le=128)
@@ -245,15 +248,24 @@ class CompletionRequest(_SamplingFields):
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, v: str | list[str] | list[int]) -> str | list[str] | list[int]:
+    def _prompts(cls, v: Prompt) -> Prompt:
         if isinstance(v, list):
             if not v:
                 raise ValueError("prompt must not be empty")
-            if isinstance(v[0], str) and len(v) != 1:
-                raise ValueError("only one prompt per request is supported")
+            if not isinstance(v[0], int) and not all(v):
+                raise ValueError("no prompt of the list may be empty")
         elif not v:
             raise ValueError("prompt must not be empty")
         return v
+
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt of the request: a text or a list of token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if isinstance(prompt[0], int):
+            return [[int(t) for t in prompt]]  # type: ignore[arg-type]
+        return [p if isinstance(p, str) else [int(t) for t in p] for p in prompt]  # type: ignore[union-attr]
 
     @model_validator(mode="after")
     def _completion_supported(self) -> CompletionRequest:

@@ -91,12 +91,12 @@ def cache_key(
             shape["context"] = turns
     else:
         shape["endpoint"] = "completions"
-        prompt = req.prompt
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        prompt = req.prompts()[0]  # several prompts are never cached
+        if isinstance(prompt, list):
             query = None
-            shape["context"] = [int(t) for t in prompt]
+            shape["context"] = prompt
         else:
-            query = normalise(prompt if isinstance(prompt, str) else str(prompt[0]))
+            query = normalise(prompt)
             shape["context"] = None
     partition = _digest(shape)
     exact = _digest([partition, query])

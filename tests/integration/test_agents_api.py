@@ -326,3 +326,16 @@ def test_bad_tools_and_options_are_400s_naming_the_param(
     assert reply.status_code == 400, reply.text
     error = reply.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"].startswith(param)
+
+
+def test_a_list_of_prompts_gets_a_choice_per_prompt_and_n(client: Any, cluster: Cluster) -> None:
+    completion = client.completions.create(
+        model=cluster.llm_id,
+        prompt=["The capital of France is", "Two plus two is"],
+        n=2,
+        max_tokens=4,
+        extra_body={"ignore_eos": True},
+    )
+    validate(completion.model_dump(mode="json", exclude_unset=True), "CreateCompletionResponse")
+    assert [c.index for c in completion.choices] == [0, 1, 2, 3]
+    assert completion.usage.completion_tokens == 2 * 2 * 4
