@@ -29,6 +29,7 @@ from schemas.tools import (
     FunctionTool,
     NamedToolChoice,
     ResponseFormat,
+    Sparse,
     ToolCall,
     ToolCallDelta,
     ToolChoice,
@@ -370,16 +371,12 @@ class ChatCompletion(_Response):
     usage: CompletionUsage
 
 
-class ChatDelta(_Response):
+class ChatDelta(Sparse):
     """A stream delta; absent fields are left out, as OpenAI does (`{}` at the end)."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ChatChunkChoice(_Response):
