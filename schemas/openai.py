@@ -136,6 +136,8 @@ class _SamplingFields(_Request):
     # Requests with one key (a conversation, a shared document) go to one model replica,
     # whose prefix cache then holds their common start; `user` is the older spelling.
     prompt_cache_key: str | None = Field(default=None, max_length=1024)
+    # structured outputs; on completions an extension (vLLM's), OpenAI's spec has none there
+    response_format: ResponseFormat | None = Field(default=None, discriminator="type")
     # token id (as a string, as JSON keys are) -> bias added to its logit
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     # vLLM sampling extensions.
@@ -189,7 +191,6 @@ class ChatCompletionRequest(ChatAcceptedFields, _SamplingFields):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    response_format: ResponseFormat | None = Field(default=None, discriminator="type")
     tools: list[FunctionTool] | None = Field(default=None, max_length=128)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None

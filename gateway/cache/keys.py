@@ -57,13 +57,8 @@ def _sampling(req: ChatCompletionRequest | CompletionRequest) -> dict[str, Any]:
     fields["stop"] = sorted(req.stop_list())
     fields["logit_bias"] = sorted(req.token_bias().items())
     fields["n"], fields["logprobs"] = req.n, req.top_logprob_count()
-    if isinstance(req, ChatCompletionRequest):
-        fields |= req.model_dump(
-            mode="json",
-            include={"response_format", "tools", "tool_choice", "parallel_tool_calls"},
-            by_alias=True,
-            exclude_none=True,
-        )
+    shaping = {"response_format", "tools", "tool_choice", "parallel_tool_calls"}
+    fields |= req.model_dump(mode="json", include=shaping, by_alias=True, exclude_none=True)
     return fields
 
 

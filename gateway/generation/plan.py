@@ -72,7 +72,7 @@ class Outcome:
 
 def sampling_options(req: Body) -> SamplingOptions:
     json_schema, json_object = None, False
-    if isinstance(req, ChatCompletionRequest) and req.response_format is not None:
+    if req.response_format is not None:
         fmt = req.response_format
         if isinstance(fmt, JSONSchemaResponseFormat):
             json_schema = fmt.json_schema.schema_

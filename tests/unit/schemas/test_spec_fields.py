@@ -35,7 +35,8 @@ ROUTES: list[tuple[str, type[BaseModel], dict[str, Any], set[str]]] = [
         "CreateCompletionRequest",
         CompletionRequest,
         {"prompt": "hi"},
-        VLLM_SAMPLING | {"prompt_cache_key"},  # the replica-affinity key chat has too
+        # the replica-affinity key, and structured outputs (vLLM's extension), as on chat
+        VLLM_SAMPLING | {"prompt_cache_key", "response_format"},
     ),
     ("CreateEmbeddingRequest", EmbeddingRequest, {"input": "hi"}, set()),
 ]

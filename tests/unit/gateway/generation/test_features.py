@@ -293,3 +293,19 @@ async def test_prompts_times_n_over_the_maximum_is_a_400() -> None:
     with pytest.raises(InvalidRequest) as err:
         await rig.run(body)
     assert err.value.param == "prompt" and rig.model.calls == []
+
+
+async def test_response_formats_reach_the_engine_on_both_endpoints() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    rig = Rig(ScriptedModel(("{}",)))
+    await rig.run(chat_request(response_format=fmt, max_tokens=5))
+    await rig.run(
+        CompletionRequest.model_validate(
+            {"model": "default", "prompt": "p", "response_format": {"type": "json_object"}}
+        )
+    )
+    chat, completion = (call.sampling for call in rig.model.calls)
+    assert chat.json_schema == schema and not chat.json_object
+    assert completion.json_object and completion.json_schema is None
+    assert rig.model.calls[0].constrained and not rig.model.calls[0].resumable
