@@ -348,7 +348,6 @@ def test_completions_take_a_json_schema_too(client: Any, cluster: Cluster) -> No
         "required": ["answer"],
         "additionalProperties": False,
     }
-    answer = {"name": "answer", "schema": schema}
     completion = client.completions.create(
         model=cluster.llm_id,
         prompt="Answer in JSON: what is the capital of France?",
