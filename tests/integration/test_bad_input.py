@@ -167,19 +167,19 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
         "max_tokens",
     ),
     (
-        "n-greater-than-one",
+        "n-over-max-choices",
         "/v1/chat/completions",
-        {"model": "default", "messages": MSG, "n": 3},
+        {"model": "default", "messages": MSG, "n": 9},
         400,
         "n",
     ),
     (
-        "tools-unsupported",
+        "tool-schema-invalid",
         "/v1/chat/completions",
         {
             "model": "default",
             "messages": MSG,
-            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 1}}}],
         },
         400,
         "tools",
