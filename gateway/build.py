@@ -48,6 +48,7 @@ from gateway.rerank import RerankerTarget, RerankService
 from gateway.routing.catalog import ModelCatalog
 from gateway.routing.planner import RoutePlanner
 from gateway.targets import LLMTarget
+from gateway.tokenize import TokenizeService
 from schemas.embeddings import EmbeddingResult
 
 
@@ -65,6 +66,7 @@ class Services:
     rerank: RerankService
     probes: Mapping[str, Probe]  # every deployment's health check, by model id
     models: ModelDirectory  # what /v1/models lists and retrieves
+    tokens: TokenizeService
 
 
 def load_config(args: Mapping[str, Any]) -> AppConfig:
@@ -189,6 +191,7 @@ def build_services(
             {**llm_aliases, **emb_aliases, **rr_aliases},
             int(time.time()) if created is None else created,
         ),
+        tokens=TokenizeService(planner),
     )
 
 
