@@ -128,6 +128,25 @@ class LLMModelConfig(Strict):
         description="Keyword arguments of vLLM's AsyncEngineArgs (max_model_len, dtype, "
         "enforce_eager, tensor_parallel_size, gpu_memory_utilization, ...).",
     )
+    chat_template: str | None = Field(
+        default=None,
+        description="Jinja chat template file (relative to the working directory) used "
+        "instead of the tokenizer's own, on the gateway and the engine alike; needed "
+        "where the model's own template does not render tools.",
+    )
+    tool_parser: str | None = Field(
+        default=None,
+        description="vLLM tool-call parser that reads tool calls out of this model's "
+        "answers (vLLM's --tool-call-parser names: hermes, llama3_json, mistral, ...); "
+        "null: the model is not offered tools (requests with tools pass it over).",
+    )
+    tool_strict_level: Literal["auto", "function", "parameter"] = Field(
+        default="parameter",
+        description="vLLM's --tool-strict-level: how tightly decoding is held to the tools "
+        "(parameter: every call's arguments match its function's schema, as if each tool "
+        "were `strict`; function: only the call's shape; auto: arguments only of tools "
+        "marked `strict`).",
+    )
     prefix_affinity: PrefixAffinity | None = Field(
         default_factory=lambda: PrefixAffinity(),
         description="Send prompts that share a prefix to the replica that has it in its KV "

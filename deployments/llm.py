@@ -19,16 +19,11 @@ from ray import serve
 
 from deployments.config import LLMModelConfig
 from deployments.metrics import engine_stat_loggers
-from deployments.prompt import PromptEncoder, check_fits
+from deployments.prompt import PromptEncoder, check_fits, read_template
+from deployments.sampling import sampling_params, token_logprobs
+from deployments.tool_calls import ToolCallReader, ToolParsing, ToolRequest
 from schemas.errors import InvalidRequest, ServiceUnavailable
-from schemas.generation import (
-    INT64_MAX,
-    INT64_MIN,
-    FinishReason,
-    GenerationChunk,
-    GenerationRequest,
-    SamplingOptions,
-)
+from schemas.generation import FinishReason, GenerationChunk, GenerationRequest, ToolCallPart
 
 log = logging.getLogger("raygate.llm")
 
@@ -47,39 +42,13 @@ class RequestCounters:
         return self.started - self.finished - self.aborted - self.failed
 
 
-def sampling_params(options: SamplingOptions, max_tokens: int) -> Any:
-    """vLLM SamplingParams for one request, streaming deltas; OpenAI's defaults.
-
-    Raises InvalidRequest (naming `param` where vLLM does) for options the engine would
-    refuse: vLLM's own checks run here, in the constructor, and the seed is bounded to
-    what the engine's transport can carry (past it vLLM fails inside the engine, where
-    the failure looks like the model's)."""
-    from vllm.exceptions import VLLMValidationError
-    from vllm.sampling_params import RequestOutputKind, SamplingParams
-
-    if options.seed is not None and not INT64_MIN <= options.seed <= INT64_MAX:
-        raise InvalidRequest("seed must be a 64-bit signed integer", param="seed")
-    try:
-        return SamplingParams(
-            n=1,
-            max_tokens=max_tokens,
-            temperature=1.0 if options.temperature is None else options.temperature,
-            top_p=1.0 if options.top_p is None else options.top_p,
-            top_k=0 if options.top_k is None else options.top_k,
-            min_p=0.0 if options.min_p is None else options.min_p,
-            seed=options.seed,
-            stop=list(options.stop) or None,
-            presence_penalty=options.presence_penalty or 0.0,
-            frequency_penalty=options.frequency_penalty or 0.0,
-            repetition_penalty=options.repetition_penalty or 1.0,
-            ignore_eos=options.ignore_eos,
-            min_tokens=options.min_tokens,
-            output_kind=RequestOutputKind.DELTA,
-        )
-    except VLLMValidationError as exc:
-        raise InvalidRequest(str(exc), param=exc.parameter) from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidRequest(f"Invalid sampling parameters: {exc}") from None
+def _param(exc: Exception, request: GenerationRequest) -> str | None:
+    """The request field an engine refusal is about: vLLM's own, or the grammar's source
+    (a schema it cannot compile)."""
+    param = getattr(exc, "parameter", None)
+    if param is None and request.constrained:
+        return "tools" if request.tools is not None and request.tools.forced else "response_format"
+    return param
 
 
 IDLE_REPORT_S = 2.0  # Ray keeps a gauge for two export intervals (>= 1 s each)
@@ -96,7 +65,13 @@ class LLMDeployment:
         )
         self._engine = AsyncLLM.from_engine_args(args, stat_loggers=engine_stat_loggers())
         self._max_model_len: int = self._engine.model_config.max_model_len
-        self._encoder = PromptEncoder(self._engine.get_tokenizer())
+        tokenizer = self._engine.get_tokenizer()
+        self._encoder = PromptEncoder(tokenizer, read_template(config.chat_template))
+        self._tools = (
+            None
+            if config.tool_parser is None
+            else ToolParsing(config.tool_parser, tokenizer, config.id, config.tool_strict_level)
+        )
         self._model_id = config.id
         self._replica = serve.get_replica_context().replica_id.unique_id
         self._counters = RequestCounters()
@@ -133,47 +108,78 @@ class LLMDeployment:
         max_tokens = check_fits(
             len(prompt_ids), sampling.max_tokens, self._max_model_len, sampling.min_tokens
         )
-        params = sampling_params(sampling, max_tokens)
-        async for chunk in self._run(prompt_ids, params, request.request_id):
+        tools = self._tool_request(request)
+        if tools is None:
+            params = sampling_params(sampling, max_tokens)
+        else:
+            params = sampling_params(
+                sampling, max_tokens, tools.structured, tools.skip_special_tokens
+            )
+        readers = None if tools is None else [tools.reader(prompt_ids) for _ in range(sampling.n)]
+        async for chunk in self._run(prompt_ids, params, request, readers):
             yield chunk
 
+    def _tool_request(self, request: GenerationRequest) -> ToolRequest | None:
+        """The request's tools as the parser reads them; None if they are not parsed.
+        Raises InvalidRequest if this model has no tool parser."""
+        if request.tools is None or not request.tools.parsed:
+            return None
+        if self._tools is None:
+            raise InvalidRequest(f"model '{self._model_id}' does not support tools", param="tools")
+        return self._tools.request(request.tools)
+
     async def _run(
-        self, prompt_ids: list[int], params: Any, request_id: str
+        self,
+        prompt_ids: list[int],
+        params: Any,
+        request: GenerationRequest,
+        readers: list[ToolCallReader] | None,
     ) -> AsyncIterator[GenerationChunk]:
         from vllm.exceptions import VLLMClientError, VLLMServerError
         from vllm.inputs import TokensPrompt
 
         prompt_tokens, completion_tokens = len(prompt_ids), 0
+        top = request.sampling.logprobs or 0
         self._counters.started += 1
         outcome = "failed"
         try:
             stream = self._engine.generate(
-                TokensPrompt(prompt_token_ids=prompt_ids), params, request_id
+                TokensPrompt(prompt_token_ids=prompt_ids), params, request.request_id
             )
             replica: str | None = self._replica  # said once, with the first chunk
             async for output in stream:
-                completion = output.outputs[0]
-                completion_tokens += len(completion.token_ids)
-                finish: FinishReason | None = None
-                if output.finished:
-                    finish = "length" if completion.finish_reason == "length" else "stop"
-                yield GenerationChunk(
-                    completion.text,
-                    prompt_tokens,
-                    completion_tokens,
-                    finish,
-                    replica,
-                    tuple(completion.token_ids),
-                )
-                replica = None
+                for completion in output.outputs:
+                    ids = list(completion.token_ids)
+                    completion_tokens += len(ids)
+                    finish: FinishReason | None = None
+                    if completion.finish_reason is not None:
+                        finish = "length" if completion.finish_reason == "length" else "stop"
+                    text, calls = completion.text, tuple[ToolCallPart, ...]()
+                    if readers is not None:
+                        reader = readers[completion.index]
+                        text, calls = reader.read(text, ids, finished=finish is not None)
+                        if finish is not None:
+                            finish = reader.finish_reason(finish)
+                    yield GenerationChunk(
+                        text,
+                        prompt_tokens,
+                        completion_tokens,
+                        finish,
+                        replica,
+                        tuple(ids),
+                        completion.index,
+                        calls,
+                        token_logprobs(ids, completion.logprobs, top),
+                    )
+                    replica = None
             outcome = "finished"
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "aborted"
             raise
         except VLLMClientError as exc:  # refused by the engine: the request's fault
-            raise InvalidRequest(str(exc), param=getattr(exc, "parameter", None)) from None
+            raise InvalidRequest(str(exc), param=_param(exc, request)) from None
         except VLLMServerError:
-            log.exception("engine failed on request %s", request_id)
+            log.exception("engine failed on request %s", request.request_id)
             raise ServiceUnavailable(f"model '{self._model_id}' failed; try again") from None
         finally:
             setattr(self._counters, outcome, getattr(self._counters, outcome) + 1)

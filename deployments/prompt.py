@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateError
@@ -33,8 +34,9 @@ DEFAULT_PROMPT = PromptOptions()
 class PromptEncoder:
     """Chat template and tokenizer of the served model."""
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, chat_template: str | None = None):
         self._tokenizer = tokenizer
+        self._chat_template = chat_template  # None: the tokenizer's own
 
     def encode(
         self, request: GenerationRequest, options: PromptOptions = DEFAULT_PROMPT
@@ -74,14 +76,20 @@ class PromptEncoder:
             self._check_ids(request.prompt_token_ids, "prompt")
             return list(request.prompt_token_ids)
         if request.messages is not None:
-            messages = [{"role": role, "content": text} for role, text in request.messages]
-            template = {"add_generation_prompt": options.add_generation_prompt}
+            tools = request.tools.tools if request.tools is not None else None
+            template: dict[str, Any] = {
+                "tools": tools,
+                "chat_template": self._chat_template,
+                "add_generation_prompt": options.add_generation_prompt,
+            }
             if options.continue_final_message:
-                template = {"continue_final_message": True, "add_generation_prompt": False}
+                template |= {"continue_final_message": True, "add_generation_prompt": False}
             if options.add_special_tokens:  # on top of what the template writes (vLLM's option)
-                text = self._tokenizer.apply_chat_template(messages, tokenize=False, **template)
+                text = self._tokenizer.apply_chat_template(
+                    request.messages, tokenize=False, **template
+                )
                 return list(self._tokenizer.encode(text, add_special_tokens=True))
-            ids = self._tokenizer.apply_chat_template(messages, tokenize=True, **template)
+            ids = self._tokenizer.apply_chat_template(request.messages, tokenize=True, **template)
             # transformers >= 5 returns a BatchEncoding here; older versions a list.
             return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
         assert request.prompt is not None
@@ -119,10 +127,17 @@ def check_fits(
     return max_tokens
 
 
-def load_prompt_encoder(model_source: str) -> PromptEncoder:
+def load_prompt_encoder(model_source: str, chat_template: str | None = None) -> PromptEncoder:
+    """The encoder of a model folder; `chat_template` a template file to use instead of
+    the tokenizer's own."""
     from transformers import AutoTokenizer
 
-    return PromptEncoder(AutoTokenizer.from_pretrained(model_source))
+    return PromptEncoder(AutoTokenizer.from_pretrained(model_source), read_template(chat_template))
+
+
+def read_template(path: str | None) -> str | None:
+    """The text of a chat template file (None: none configured)."""
+    return None if path is None else Path(path).read_text()
 
 
 class TextTokenCounter:

@@ -110,15 +110,38 @@ class _Targets:
     rerankers: dict[str, RerankerTarget]
 
 
+def _absolute_templates(config: AppConfig, base: Path) -> AppConfig:
+    """The config with each model's chat template file made absolute against `base`
+    (replicas need not share the working directory); raises ValueError if one is missing."""
+    models = []
+    for m in config.models:
+        if m.chat_template is not None:
+            path = (base / m.chat_template).resolve()
+            if not path.is_file():
+                raise ValueError(f"models[{m.id}].chat_template: no file '{path}'")
+            m = m.model_copy(update={"chat_template": str(path)})
+        models.append(m)
+    return config.model_copy(update={"models": models})
+
+
 def _targets(config: AppConfig, sources: Mapping[str, str], backends: Backends) -> _Targets:
     """Each backend with its model's tokenizer (loaded from `sources`: id -> folder)."""
-    # One encoder per model folder: loaded once, and fallbacks that share it reuse the ids.
-    encoders: dict[str, PromptEncoder] = {}
+    # One encoder per model folder and template: loaded once, and fallbacks that share it
+    # reuse the ids.
+    models = {m.id: m for m in config.models}
+    models |= {f.id: models[f.wraps] for f in config.fault_injection}  # same engine
+    encoders: dict[tuple[str, str | None], PromptEncoder] = {}
     for name in backends.llms:
-        encoders.setdefault(sources[name], load_prompt_encoder(sources[name]))
+        key = (sources[name], models[name].chat_template)
+        encoders.setdefault(key, load_prompt_encoder(*key))
     return _Targets(
         llms={
-            name: LLMTarget(b, encoders[sources[name]], weights=sources[name])
+            name: LLMTarget(
+                b,
+                encoders[sources[name], models[name].chat_template],
+                weights=sources[name],
+                tools=models[name].tool_parser is not None,
+            )
             for name, b in backends.llms.items()
         },
         embedders={
@@ -181,7 +204,9 @@ def build_services(
         metrics=metrics,
         quota=quota,
         cache=cache,
-        generation=GenerationService(planner, quota, cache, metrics),
+        generation=GenerationService(
+            planner, quota, cache, metrics, max_choices=config.gateway.max_choices
+        ),
         embeddings=EmbeddingService(ModelCatalog(targets.embedders, emb_aliases)),
         rerank=RerankService(ModelCatalog(targets.rerankers, rr_aliases)),
         probes=backends.probes,
@@ -256,8 +281,8 @@ def build_app(args: dict[str, Any]) -> Application:
     Relative paths (model folders, the tenants file) are resolved against the working
     directory; keys given by environment variable are read and hashed here.
     """
-    config = load_config(args)
     base = Path.cwd()
+    config = _absolute_templates(load_config(args), base)
     tenants = load_tenants(base / config.auth.tenants_file)
     KeyRing(tenants, config.auth)  # fail now on an unknown anonymous tenant
     sources = {m.id: resolve_model_source(m.model, base) for m in config.models}

@@ -40,6 +40,13 @@ class GatewayOptions(Strict):
         ge=1,
         description="Longest string in a request body, checked before any tokenizer; longer: 400.",
     )
+    max_choices: int = Field(
+        default=8,
+        ge=1,
+        le=128,
+        description="Largest `n` (answers per request) accepted; more: 400. Each choice "
+        "is a sequence in the engine's batch and reserves max_tokens of the quota.",
+    )
     max_body_bytes: int = Field(
         default=8 * 2**20,
         ge=1024,

@@ -15,6 +15,7 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 from gateway.cache.service import CacheMetrics
 from gateway.routing.breaker import STATE_VALUE, State
 from gateway.routing.fallback import ChainEvents
+from schemas.generation import GenerationRequest
 
 PREFIX = "raygate_gateway_"
 LATENCY_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
@@ -168,6 +169,13 @@ class GatewayMetrics:
             "the next model of its chain with the same weights.",
             tag_keys=cast(Any, ("from_model", "to_model")),
         )
+        self._features = Counter(
+            PREFIX + "generation_features_total",
+            description="Generation requests by the OpenAI features they use: tools "
+            "(tool_choice auto), tools_forced (required or a named function), "
+            "structured (a JSON response_format), logprobs, choices (n > 1).",
+            tag_keys=cast(Any, ("tenant", "model", "feature")),
+        )
         self._breaker_state = Gauge(
             PREFIX + "router_breaker_state",
             description="Circuit breaker of each model in this gateway replica: 0 closed, "
@@ -177,6 +185,10 @@ class GatewayMetrics:
 
     def record_route(self, decision: str, model: str) -> None:
         self._route_decisions.inc(tags={"decision": decision, "model": model})
+
+    def record_features(self, tenant: str, model: str, request: GenerationRequest) -> None:
+        for feature in features(request):
+            self._features.inc(tags={"tenant": tenant, "model": model, "feature": feature})
 
     def record_breaker(self, model: str, state: State) -> None:
         self._breaker_state.set(STATE_VALUE[state], tags={"model": model})
@@ -213,3 +225,16 @@ class GatewayMetrics:
             ),
             entries=self._cache_entries.set,
         )
+
+
+def features(request: GenerationRequest) -> list[str]:
+    """The metrics' names of the OpenAI features a generation request uses."""
+    sampling, tools = request.sampling, request.tools
+    named = {
+        "tools": tools is not None and tools.parsed and not tools.forced,
+        "tools_forced": tools is not None and tools.forced,
+        "structured": sampling.json_schema is not None or sampling.json_object,
+        "logprobs": sampling.logprobs is not None,
+        "choices": sampling.n > 1,
+    }
+    return [name for name, used in named.items() if used]

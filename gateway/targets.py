@@ -45,6 +45,7 @@ class LLMTarget:
     backend: ModelBackend
     prompts: PromptCounter  # models with the same tokenizer share one object
     weights: str | None = None  # what it serves (its model folder); None: not known
+    tools: bool = False  # it reads tool calls out of its answers (has a tool parser)
 
 
 @dataclass(frozen=True)

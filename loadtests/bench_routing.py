@@ -96,7 +96,9 @@ def decision_cost() -> dict[str, Any]:
     ids = _Ids(list(range(200)))
     targets = {"big": LLMTarget(_Model(), ids), "small": LLMTarget(_Model(), ids)}
     router = RoutePlanner(targets, {"default": "big", "fast": "small"}, config)
-    request = GenerationRequest("r", SamplingOptions(max_tokens=64), [("user", "hi")])
+    request = GenerationRequest(
+        "r", SamplingOptions(max_tokens=64), [{"role": "user", "content": "hi"}]
+    )
 
     async def routes(name: str, n: int) -> float:
         start = time.perf_counter()

@@ -9,6 +9,7 @@ Response models follow OpenAI's schemas (schemas/spec/openai-schemas.json).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,6 +24,15 @@ from pydantic import (
 
 from schemas.errors import InvalidRequest
 from schemas.generation import INT64_MAX, INT64_MIN, MAX_STOP_CHARS, FinishReason
+from schemas.openai_accepted import ChatAcceptedFields
+from schemas.tools import (
+    FunctionTool,
+    NamedToolChoice,
+    ResponseFormat,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+)
 
 
 class _Request(BaseModel):
@@ -42,14 +52,21 @@ class TextContentPart(_Request):
 
 
 class ChatMessage(_Request):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant turns of the history
+    tool_call_id: str | None = None  # tool turns: the call they answer
+    refusal: str | None = None  # an assistant turn that refused
 
     @model_validator(mode="after")
-    def _content_required(self) -> ChatMessage:
-        if self.content is None and self.role != "assistant":
+    def _shape(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant"):
             raise ValueError(f"a '{self.role}' message needs content")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if (self.tool_call_id is None) != (self.role != "tool"):
+            raise ValueError("a 'tool' message, and only one, needs tool_call_id")
         return self
 
     def text(self) -> str:
@@ -59,14 +76,39 @@ class ChatMessage(_Request):
             return self.content
         return "".join(part.text for part in self.content)
 
+    def for_template(self) -> dict[str, Any]:
+        """The message as chat templates read it (Hugging Face's convention): text
+        content, and tool-call arguments as objects where they parse as JSON objects."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.name is not None:
+            message["name"] = self.name
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {
+                        "name": call.function.name,
+                        "arguments": _arguments(call.function.arguments),
+                    },
+                }
+                for call in self.tool_calls
+            ]
+        return message
+
+
+def _arguments(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, dict) else text
+
 
 class StreamOptions(_Request):
     include_usage: bool = False
-
-
-class ResponseFormat(_Request):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
 
 
 # vLLM refuses an empty stop string; a long one only holds back streamed text.
@@ -93,7 +135,8 @@ class _SamplingFields(_Request):
     # Requests with one key (a conversation, a shared document) go to one model replica,
     # whose prefix cache then holds their common start; `user` is the older spelling.
     prompt_cache_key: str | None = Field(default=None, max_length=1024)
-    logit_bias: dict[str, float] | None = None
+    # token id (as a string, as JSON keys are) -> bias added to its logit
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     # vLLM sampling extensions.
     top_k: int | None = Field(default=None, ge=-1)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -103,10 +146,11 @@ class _SamplingFields(_Request):
 
     @model_validator(mode="after")
     def _supported(self) -> _SamplingFields:
-        if self.n != 1:
-            raise InvalidRequest("only n=1 is supported", param="n")
-        if self.logit_bias:
-            raise InvalidRequest("logit_bias is not supported", param="logit_bias")
+        for token in self.logit_bias or {}:
+            if not token.isdigit():
+                raise InvalidRequest(
+                    f"logit_bias keys are token ids; '{token[:40]}' is not", param="logit_bias"
+                )
         if self.stream_options is not None and not self.stream:
             raise InvalidRequest(
                 "stream_options is only allowed when stream is true", param="stream_options"
@@ -123,6 +167,10 @@ class _SamplingFields(_Request):
         """The most tokens the answer may have, if the client said."""
         return self.max_tokens
 
+    def top_logprob_count(self) -> int | None:
+        """Alternatives to report per token (0: the chosen token only); None: none."""
+        return None
+
     def stop_list(self) -> list[str]:
         if self.stop is None:
             return []
@@ -131,32 +179,37 @@ class _SamplingFields(_Request):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    def token_bias(self) -> dict[int, float]:
+        return {int(token): bias for token, bias in (self.logit_bias or {}).items()}
 
-class ChatCompletionRequest(_SamplingFields):
+
+class ChatCompletionRequest(ChatAcceptedFields, _SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    metadata: dict[str, str] | None = None
-    store: bool | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = Field(default=None, discriminator="type")
+    tools: list[FunctionTool] | None = Field(default=None, max_length=128)
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
 
     @model_validator(mode="after")
     def _chat_supported(self) -> ChatCompletionRequest:
-        if self.logprobs or self.top_logprobs:
-            raise InvalidRequest("logprobs are not supported", param="logprobs")
-        if self.tools:
-            raise InvalidRequest("tools are not supported", param="tools")
-        if self.tool_choice not in (None, "none"):
-            raise InvalidRequest("tool_choice is not supported", param="tool_choice")
-        if self.response_format is not None and self.response_format.type != "text":
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs set to true", param="top_logprobs")
+        if self.tool_choice not in (None, "none") and not self.tools:
             raise InvalidRequest(
-                f"response_format '{self.response_format.type}' is not supported",
-                param="response_format",
+                "tool_choice is only allowed when tools are specified", param="tool_choice"
             )
+        named = self.named_tool()
+        if named is not None and named not in {t.function.name for t in self.tools or []}:
+            raise InvalidRequest(
+                f"tool_choice names the function '{named}', which is not in tools",
+                param="tool_choice",
+            )
+        names = [t.function.name for t in self.tools or []]
+        if len(set(names)) != len(names):
+            raise InvalidRequest("tools have two functions of one name", param="tools")
         if self.max_tokens is not None and self.max_completion_tokens is not None:
             if self.max_tokens != self.max_completion_tokens:
                 raise InvalidRequest(
@@ -165,6 +218,19 @@ class ChatCompletionRequest(_SamplingFields):
                 )
         return self
 
+    def named_tool(self) -> str | None:
+        """The function `tool_choice` forces, if it names one."""
+        choice = self.tool_choice
+        return choice.function.name if isinstance(choice, NamedToolChoice) else None
+
+    def calls_tools(self) -> bool:
+        """Tools are offered and the model may (or must) call them."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def top_logprob_count(self) -> int | None:
+        """Alternatives to report per token (0: the chosen token only); None: none."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
@@ -172,8 +238,8 @@ class ChatCompletionRequest(_SamplingFields):
 class CompletionRequest(_SamplingFields):
     prompt: str | list[str] | list[int]
     echo: bool = False
-    logprobs: int | None = None
-    best_of: int | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    best_of: int | None = Field(default=None, ge=1, le=128)
     suffix: str | None = None
     max_tokens: int | None = Field(default=16, ge=1)
 
@@ -191,16 +257,23 @@ class CompletionRequest(_SamplingFields):
 
     @model_validator(mode="after")
     def _completion_supported(self) -> CompletionRequest:
-        unsupported = {
-            "echo": self.echo,
-            "logprobs": self.logprobs is not None,
-            "best_of": self.best_of not in (None, 1),
-            "suffix": self.suffix is not None,
+        if self.best_of is not None and self.best_of < self.n:
+            raise InvalidRequest("best_of must be at least n", param="best_of")
+        unsupported = {  # vLLM's v1 engine has no best_of; suffix needs infilling
+            "echo": (self.echo, "echo is not supported"),
+            "best_of": (
+                self.best_of not in (None, self.n),
+                "best_of other than n is not supported (the engine returns every sample)",
+            ),
+            "suffix": (self.suffix is not None, "suffix is not supported (no infilling)"),
         }
-        for name, used in unsupported.items():
+        for name, (used, message) in unsupported.items():
             if used:
-                raise InvalidRequest(f"{name} is not supported", param=name)
+                raise InvalidRequest(message, param=name)
         return self
+
+    def top_logprob_count(self) -> int | None:
+        return self.logprobs
 
 
 class EmbeddingRequest(_Request):
@@ -237,17 +310,43 @@ class CompletionUsage(_Response):
     total_tokens: int
 
 
+class TopLogprob(_Response):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(_Response):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(_Response):
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
+
+
 class ChatResponseMessage(_Response):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+    @model_serializer(mode="wrap")
+    def _calls_when_made(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        body: dict[str, Any] = handler(self)
+        if not body.get("tool_calls"):
+            body.pop("tool_calls", None)  # OpenAI leaves it out when no tool was called
+        return body
 
 
 class ChatChoice(_Response):
     index: int = 0
     message: ChatResponseMessage
     finish_reason: FinishReason
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(_Response):
@@ -264,6 +363,7 @@ class ChatDelta(_Response):
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
     @model_serializer(mode="wrap")
     def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -274,7 +374,7 @@ class ChatChunkChoice(_Response):
     index: int = 0
     delta: ChatDelta
     finish_reason: FinishReason | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(_Response):
@@ -286,11 +386,18 @@ class ChatCompletionChunk(_Response):
     usage: CompletionUsage | None = None
 
 
+class CompletionLogprobs(_Response):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
 class CompletionChoice(_Response):
     index: int = 0
     text: str
     finish_reason: FinishReason | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Completion(_Response):

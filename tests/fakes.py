@@ -35,7 +35,7 @@ class ScriptedModel:
     """Streams `pieces`, one token each (its id: the piece's first character's code point);
     `fail_before` raises before the first chunk, `fail_after` after that many chunks,
     `stall` waits forever for its first chunk (until cancelled), `delay_s` is how long the
-    first chunk takes."""
+    first chunk takes; `chunks`, if given, are streamed as they are instead of `pieces`."""
 
     def __init__(
         self,
@@ -49,8 +49,10 @@ class ScriptedModel:
         finish: FinishReason = "stop",
         prompt_tokens: int = 5,
         log: Log | None = None,
+        chunks: tuple[GenerationChunk, ...] | None = None,
     ):
         self.pieces = pieces
+        self.chunks = chunks
         self.fail_before = fail_before
         self.fail_after = fail_after
         self.stall = stall
@@ -77,7 +79,9 @@ class ScriptedModel:
             await asyncio.sleep(self.delay_s)
             if self.fail_before is not None:
                 raise self.fail_before
-            for i, piece in enumerate(self.pieces):
+            for chunk in self.chunks or ():
+                yield chunk
+            for i, piece in enumerate(() if self.chunks else self.pieces):
                 if self.fail_after is not None and i == self.fail_after:
                     raise RuntimeError("engine died mid-stream")
                 last = i == len(self.pieces) - 1
@@ -110,7 +114,8 @@ class WordCounter:
         if request.prompt is not None:
             return [len(word) for word in request.prompt.split()]
         assert request.messages is not None
-        return [len(text) for _, text in request.messages for _ in range(1 + len(text.split()))]
+        texts = [str(m["content"]) for m in request.messages]
+        return [len(text) for text in texts for _ in range(1 + len(text.split()))]
 
     def decode(self, ids: Sequence[int], param: str = "tokens") -> str:
         return " ".join(self.token_strings(ids))

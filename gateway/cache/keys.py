@@ -55,9 +55,21 @@ def _sampling(req: ChatCompletionRequest | CompletionRequest) -> dict[str, Any]:
         }
     )  # fmt: skip
     fields["stop"] = sorted(req.stop_list())
-    if isinstance(req, ChatCompletionRequest) and req.response_format is not None:
-        fields["response_format"] = req.response_format.type
+    fields["logit_bias"] = sorted(req.token_bias().items())
+    fields["n"], fields["logprobs"] = req.n, req.top_logprob_count()
+    if isinstance(req, ChatCompletionRequest):
+        fields |= req.model_dump(
+            mode="json",
+            include={"response_format", "tools", "tool_choice", "parallel_tool_calls"},
+            by_alias=True,
+            exclude_none=True,
+        )
     return fields
+
+
+def cacheable(req: ChatCompletionRequest | CompletionRequest) -> bool:
+    """One answer without log probabilities: what a stored entry can replay exactly."""
+    return req.n == 1 and req.top_logprob_count() is None
 
 
 def cache_key(

@@ -32,6 +32,7 @@ from redis.exceptions import ResponseError
 
 from gateway.cache.index import IndexedEntry
 from gateway.redis_conn import within
+from schemas.generation import FinishReason, ToolCallPart
 
 log = logging.getLogger("raygate.cache")
 
@@ -71,18 +72,30 @@ class CacheStoreUnavailable(Exception):
 
 @dataclass(frozen=True)
 class CachedAnswer:
-    """What a hit replays: the text of an answer that stopped by itself."""
+    """What a hit replays: an answer that stopped by itself, its text and the tool calls
+    it made (whole, with their ids), and how it finished ("stop" or "tool_calls")."""
 
     text: str
     completion_tokens: int
+    tool_calls: tuple[ToolCallPart, ...] = ()
+    finish_reason: FinishReason = "stop"
 
     def to_json(self) -> str:
-        return json.dumps({"text": self.text, "completion_tokens": self.completion_tokens})
+        body: dict[str, object] = {"text": self.text, "completion_tokens": self.completion_tokens}
+        if self.tool_calls:
+            body["tool_calls"] = [[c.id, c.name, c.arguments] for c in self.tool_calls]
+            body["finish_reason"] = self.finish_reason
+        return json.dumps(body)
 
     @staticmethod
     def from_json(raw: bytes | str) -> CachedAnswer:
         data = json.loads(raw)
-        return CachedAnswer(str(data["text"]), int(data["completion_tokens"]))
+        calls = tuple(
+            ToolCallPart(i, str(id_), str(name), str(arguments))
+            for i, (id_, name, arguments) in enumerate(data.get("tool_calls", []))
+        )
+        reason: FinishReason = "tool_calls" if data.get("finish_reason") == "tool_calls" else "stop"
+        return CachedAnswer(str(data["text"]), int(data["completion_tokens"]), calls, reason)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 
+from gateway.answers import Answer
 from gateway.cache.redis_store import CachedAnswer
 from gateway.targets import GenerationBackend, Served, Started, no_more_chunks
 from schemas.generation import GenerationChunk, GenerationRequest
@@ -22,19 +23,22 @@ class ReplayBackend:
         self._model_id = model_id
 
     async def start(self, request: GenerationRequest) -> Started:
+        answer = self._answer
         chunk = GenerationChunk(
-            text=self._answer.text,
+            text=answer.text,
             prompt_tokens=self._prompt_tokens,
-            completion_tokens=self._answer.completion_tokens,
-            finish_reason="stop",
+            completion_tokens=answer.completion_tokens,
+            finish_reason=answer.finish_reason,
+            tool_calls=answer.tool_calls,
         )
         return Started(Served(self._model_id), chunk, no_more_chunks())
 
 
 class RecordingBackend:
-    """Passes a model's chunks through; a complete answer (finish_reason "stop") is
-    handed to `on_complete` with who served it. Errors, cut-short answers and cancelled
-    streams are not."""
+    """Passes a model's chunks through; a complete answer (finish_reason "stop" or
+    "tool_calls") is handed to `on_complete` with who served it. Errors, cut-short
+    answers and cancelled streams are not. Only single-choice requests are recorded (the
+    cache keeps one answer per question)."""
 
     def __init__(
         self,
@@ -49,13 +53,16 @@ class RecordingBackend:
         return Started(started.served, started.first, self._recorded(started))
 
     async def _recorded(self, started: Started) -> AsyncGenerator[GenerationChunk, None]:
-        parts: list[str] = []
+        answer = Answer(0)
 
         def seen(chunk: GenerationChunk) -> None:
-            parts.append(chunk.text)
-            if chunk.finish_reason == "stop":
-                answer = CachedAnswer("".join(parts), chunk.completion_tokens)
-                self._on_complete(started.served, answer)
+            answer.add(chunk)
+            reason = chunk.finish_reason
+            if reason == "stop" or reason == "tool_calls":
+                whole = CachedAnswer(
+                    answer.text, chunk.completion_tokens, answer.tool_calls, reason
+                )
+                self._on_complete(started.served, whole)
 
         seen(started.first)
         try:

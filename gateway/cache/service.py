@@ -23,7 +23,7 @@ import numpy as np
 from gateway.cache.config import CacheConfig, TenantCache
 from gateway.cache.decision import decide
 from gateway.cache.index import VectorIndex
-from gateway.cache.keys import CacheKey, cache_key, deterministic
+from gateway.cache.keys import CacheKey, cache_key, cacheable, deterministic
 from gateway.cache.redis_store import (
     CachedAnswer,
     CacheStoreUnavailable,
@@ -191,7 +191,7 @@ class ResponseCache:
         directives = scope.directives
         if not tenant.enabled:
             return Lookup("off", tenant_id)
-        if not (deterministic(req) or self._config.cache_sampled):
+        if not (deterministic(req) or self._config.cache_sampled) or not cacheable(req):
             return Lookup("uncacheable", tenant_id)
         if "no-store" in directives:
             return Lookup("bypass", tenant_id)

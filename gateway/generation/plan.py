@@ -9,12 +9,14 @@ it has ended.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.cache.service import CacheQuery, Lookup
 from gateway.routing.planner import Routed
 from gateway.targets import Served
-from schemas.generation import GenerationRequest, SamplingOptions
+from schemas.generation import GenerationRequest, SamplingOptions, Tools
 from schemas.openai import ChatCompletionRequest, CompletionRequest
+from schemas.tools import JSONObjectFormat, JSONSchemaResponseFormat
 
 Body = ChatCompletionRequest | CompletionRequest
 
@@ -32,8 +34,8 @@ class Plan:
 
     @property
     def reserved_tokens(self) -> int:
-        """The quota charge at admission: the prompt and all the answer may use."""
-        return self.route.prompt_tokens + self.route.max_tokens
+        """The quota charge at admission: the prompt and all the answers may use."""
+        return self.route.prompt_tokens + self.body.n * self.route.max_tokens
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,13 @@ class Outcome:
 
 
 def sampling_options(req: Body) -> SamplingOptions:
+    json_schema, json_object = None, False
+    if isinstance(req, ChatCompletionRequest) and req.response_format is not None:
+        fmt = req.response_format
+        if isinstance(fmt, JSONSchemaResponseFormat):
+            json_schema = fmt.json_schema.schema_
+            json_object = json_schema is None  # a format without a schema: any JSON object
+        json_object = json_object or isinstance(fmt, JSONObjectFormat)
     return SamplingOptions(
         max_tokens=req.token_limit(),
         temperature=req.temperature,
@@ -72,6 +81,11 @@ def sampling_options(req: Body) -> SamplingOptions:
         repetition_penalty=req.repetition_penalty,
         ignore_eos=req.ignore_eos,
         min_tokens=req.min_tokens,
+        n=req.n,
+        logprobs=req.top_logprob_count(),
+        logit_bias=req.token_bias(),
+        json_schema=json_schema,
+        json_object=json_object,
     )
 
 
@@ -79,11 +93,27 @@ def generation_request(req: Body, request_id: str) -> GenerationRequest:
     """The streaming contract's request for an OpenAI body (its prompt not yet tokenized)."""
     sampling, key = sampling_options(req), req.prompt_cache_key or req.user
     if isinstance(req, ChatCompletionRequest):
-        messages: list[tuple[str, str]] = [(m.role, m.text()) for m in req.messages]
-        return GenerationRequest(request_id, sampling, messages=messages, affinity_key=key)
+        messages = [m.for_template() for m in req.messages]
+        tools = None
+        if req.tools:
+            tools = Tools(
+                [t.model_dump(exclude_none=True) for t in req.tools],
+                _choice(req),
+                req.parallel_tool_calls,
+            )
+        return GenerationRequest(
+            request_id, sampling, messages=messages, affinity_key=key, tools=tools
+        )
     prompt = req.prompt
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
         ids = [int(t) for t in prompt]
         return GenerationRequest(request_id, sampling, prompt_token_ids=ids, affinity_key=key)
     text = prompt if isinstance(prompt, str) else str(prompt[0])
     return GenerationRequest(request_id, sampling, prompt=text, affinity_key=key)
+
+
+def _choice(req: ChatCompletionRequest) -> str | dict[str, Any]:
+    choice = req.tool_choice
+    if choice is None:
+        return "auto"  # OpenAI's default when tools are given
+    return choice if isinstance(choice, str) else choice.model_dump()

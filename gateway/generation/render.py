@@ -8,13 +8,15 @@ started generation as a stream: a failure mid-stream ends it with one error even
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from gateway import sse
+from gateway.answers import Answer, Answers
 from gateway.errors import as_api_error
 from gateway.targets import Started
-from schemas.generation import GenerationChunk
+from schemas.generation import GenerationChunk, ToolCallPart
+from schemas.generation import TokenLogprob as ContractLogprob
 from schemas.openai import (
     ChatChoice,
     ChatChunkChoice,
@@ -23,11 +25,16 @@ from schemas.openai import (
     ChatCompletionRequest,
     ChatDelta,
     ChatResponseMessage,
+    ChoiceLogprobs,
     Completion,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionRequest,
     CompletionUsage,
+    TokenLogprob,
+    TopLogprob,
 )
+from schemas.tools import CalledFunction, FunctionCallDelta, ToolCall, ToolCallDelta
 
 
 @dataclass(frozen=True)
@@ -47,20 +54,96 @@ def usage_of(chunk: GenerationChunk) -> CompletionUsage:
     )
 
 
+def _utf8(token: str) -> list[int]:
+    return list(token.encode("utf-8", errors="replace"))
+
+
+def chat_logprobs(tokens: Sequence[ContractLogprob]) -> ChoiceLogprobs:
+    """OpenAI's chat `logprobs` of these tokens."""
+    return ChoiceLogprobs(
+        content=[
+            TokenLogprob(
+                token=t.token,
+                logprob=t.logprob,
+                bytes=_utf8(t.token),
+                top_logprobs=[
+                    TopLogprob(token=alt, logprob=lp, bytes=_utf8(alt)) for alt, lp in t.top
+                ],
+            )
+            for t in tokens
+        ]
+    )
+
+
+def completion_logprobs(tokens: Sequence[ContractLogprob], offset: int) -> CompletionLogprobs:
+    """OpenAI's (legacy) completions `logprobs` of these tokens, the first at `offset`
+    characters into the choice's text."""
+    offsets = []
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t.token)
+    return CompletionLogprobs(
+        tokens=[t.token for t in tokens],
+        token_logprobs=[t.logprob for t in tokens],
+        top_logprobs=[dict(t.top) for t in tokens],
+        text_offset=offsets,
+    )
+
+
+def _tool_calls(answer: Answer) -> list[ToolCall] | None:
+    calls = [
+        ToolCall(
+            id=c.id or f"call_{answer.index}_{c.index}",
+            function=CalledFunction(name=c.name or "", arguments=c.arguments),
+        )
+        for c in answer.tool_calls
+    ]
+    return calls or None
+
+
+def _call_deltas(parts: Sequence[ToolCallPart]) -> list[ToolCallDelta] | None:
+    deltas = [
+        ToolCallDelta(
+            index=p.index,
+            id=p.id,
+            type="function" if p.id is not None else None,
+            function=FunctionCallDelta(name=p.name, arguments=p.arguments),
+        )
+        for p in parts
+    ]
+    return deltas or None
+
+
 class ChatRenderer:
+    """Chat completion bodies and chunks; one per response (it tracks which choices have
+    begun streaming)."""
+
     def __init__(self, req: ChatCompletionRequest, frame: Frame):
         self._frame = frame
         self._include_usage = req.include_usage()
+        self._logprobs = bool(req.logprobs)
+        self._begun: set[int] = set()
 
-    def whole(self, text: str, last: GenerationChunk) -> ChatCompletion:
+    def whole(self, answers: Answers) -> ChatCompletion:
         f = self._frame
-        message = ChatResponseMessage(content=text)
+        choices = []
+        for a in answers.in_order():
+            calls = _tool_calls(a)
+            text = a.text
+            message = ChatResponseMessage(
+                content=None if calls and not text else text, tool_calls=calls
+            )
+            logprobs = chat_logprobs(a.logprobs) if self._logprobs else None
+            reason = a.finish_reason or "stop"
+            choices.append(
+                ChatChoice(index=a.index, message=message, finish_reason=reason, logprobs=logprobs)
+            )
         return ChatCompletion(
             id=f.request_id,
             created=f.created,
             model=f.model,
-            choices=[ChatChoice(message=message, finish_reason=last.finish_reason or "stop")],
-            usage=usage_of(last),
+            choices=choices,
+            usage=usage_of(answers.last),
         )
 
     def _chunk(self, choices: list[ChatChunkChoice], usage: CompletionUsage | None = None) -> str:
@@ -71,26 +154,33 @@ class ChatRenderer:
             )
         )
 
-    def events(self, chunk: GenerationChunk, first: bool) -> list[str]:
-        events = []
-        if first:
-            events.append(
-                self._chunk([ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))])
-            )
-        if chunk.text:
-            events.append(self._chunk([ChatChunkChoice(delta=ChatDelta(content=chunk.text))]))
+    def events(self, chunk: GenerationChunk) -> list[str]:
+        events, i = [], chunk.index
+        if i not in self._begun:
+            self._begun.add(i)
+            role = ChatDelta(role="assistant", content="")
+            events.append(self._chunk([ChatChunkChoice(index=i, delta=role)]))
+        calls = _call_deltas(chunk.tool_calls)
+        logprobs = chat_logprobs(chunk.logprobs) if self._logprobs and chunk.logprobs else None
+        if chunk.text or calls or logprobs:  # logprobs alone: tokens held back as no text yet
+            delta = ChatDelta(content=chunk.text or None, tool_calls=calls)
+            events.append(self._chunk([ChatChunkChoice(index=i, delta=delta, logprobs=logprobs)]))
         if chunk.finish_reason is not None:
-            final = ChatChunkChoice(delta=ChatDelta(), finish_reason=chunk.finish_reason)
+            final = ChatChunkChoice(index=i, delta=ChatDelta(), finish_reason=chunk.finish_reason)
             events.append(self._chunk([final]))
-            if self._include_usage:
-                events.append(self._chunk([], usage_of(chunk)))
         return events
+
+    def closing(self, last: GenerationChunk) -> list[str]:
+        """The events after every choice has finished: usage, if asked for."""
+        return [self._chunk([], usage_of(last))] if self._include_usage else []
 
 
 class CompletionRenderer:
     def __init__(self, req: CompletionRequest, frame: Frame):
         self._frame = frame
         self._include_usage = req.include_usage()
+        self._logprobs = req.logprobs is not None
+        self._offsets: dict[int, int] = {}  # characters streamed per choice
 
     def _body(self, choices: list[CompletionChoice], usage: CompletionUsage | None) -> Completion:
         f = self._frame
@@ -98,18 +188,31 @@ class CompletionRenderer:
             id=f.request_id, created=f.created, model=f.model, choices=choices, usage=usage
         )
 
-    def whole(self, text: str, last: GenerationChunk) -> Completion:
-        choice = CompletionChoice(text=text, finish_reason=last.finish_reason)
-        return self._body([choice], usage_of(last))
+    def whole(self, answers: Answers) -> Completion:
+        choices = [
+            CompletionChoice(
+                index=a.index,
+                text=a.text,
+                finish_reason=a.finish_reason,
+                logprobs=completion_logprobs(a.logprobs, 0) if self._logprobs else None,
+            )
+            for a in answers.in_order()
+        ]
+        return self._body(choices, usage_of(answers.last))
 
-    def events(self, chunk: GenerationChunk, first: bool) -> list[str]:
-        events = []
-        if chunk.text or chunk.finish_reason is not None:
-            choice = CompletionChoice(text=chunk.text, finish_reason=chunk.finish_reason)
-            events.append(sse.event(self._body([choice], None)))
-        if chunk.finish_reason is not None and self._include_usage:
-            events.append(sse.event(self._body([], usage_of(chunk))))
-        return events
+    def events(self, chunk: GenerationChunk) -> list[str]:
+        if not (chunk.text or chunk.finish_reason is not None or chunk.logprobs):
+            return []
+        offset = self._offsets.get(chunk.index, 0)
+        self._offsets[chunk.index] = offset + len(chunk.text)
+        logprobs = completion_logprobs(chunk.logprobs, offset) if self._logprobs else None
+        choice = CompletionChoice(
+            index=chunk.index, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=logprobs
+        )
+        return [sse.event(self._body([choice], None))]
+
+    def closing(self, last: GenerationChunk) -> list[str]:
+        return [sse.event(self._body([], usage_of(last)))] if self._include_usage else []
 
 
 Renderer = ChatRenderer | CompletionRenderer
@@ -124,20 +227,18 @@ def renderer(req: ChatCompletionRequest | CompletionRequest, frame: Frame) -> Re
 Ended = Callable[[GenerationChunk], Awaitable[None]]  # called with the last chunk seen
 
 
-async def collect(started: Started, ended: Ended) -> tuple[str, GenerationChunk]:
-    """The whole answer and its last chunk; `ended` is awaited however it ends."""
-    parts: list[str] = []
-    last = started.first
+async def collect(started: Started, ended: Ended) -> Answers:
+    """Every choice's whole answer; `ended` is awaited however it ends."""
+    answers = Answers(started.first)
     try:
-        async for chunk in started.chunks():
-            parts.append(chunk.text)
-            last = chunk
+        async for chunk in started.rest:
+            answers.add(chunk)
     finally:
         await started.aclose()
-        await ended(last)
-    if last.finish_reason is None:
+        await ended(answers.last)
+    if not answers.complete:
         raise RuntimeError("model stream ended without a finish reason")
-    return "".join(parts), last
+    return answers
 
 
 class EventStream:
@@ -169,14 +270,15 @@ class EventStream:
 
 
 async def _stream(started: Started, render: Renderer, ended: Ended) -> AsyncGenerator[str, None]:
-    last, first = started.first, True
+    last = started.first
     try:
         try:
             async for chunk in started.chunks():
                 last = chunk
-                for event in render.events(chunk, first):
+                for event in render.events(chunk):
                     yield event
-                first = False
+            for event in render.closing(last):
+                yield event
         except Exception as exc:  # after the first byte the status is sent: report in-band
             yield sse.error_event(as_api_error(exc))
         finally:

@@ -34,6 +34,7 @@ from gateway.quota.policy import Lease, QuotaPolicy
 from gateway.routing.planner import RoutePlanner
 from gateway.targets import GenerationBackend, Started
 from gateway.telemetry import RequestLabels, TimedBackend
+from schemas.errors import InvalidRequest
 from schemas.generation import GenerationChunk
 from schemas.openai import ChatCompletionRequest
 
@@ -76,18 +77,25 @@ class GenerationService:
         cache: Cache | None,
         metrics: GatewayMetrics,
         clock: Callable[[], float] = time.time,
+        max_choices: int = 8,
     ):
         self._planner = planner
         self._quota = quota
         self._cache = cache
         self._metrics = metrics
         self._clock = clock
+        self._max_choices = max_choices
 
     async def plan(self, body: Body, principal: Principal, cache_control: str | None) -> Plan:
         """Everything decided before admission; calls no model.
 
         Raises ModelNotFound (unknown model, or one the tenant may not use),
         ContextLengthExceeded and InvalidRequest (the prompt or its options)."""
+        if body.n > self._max_choices:
+            raise InvalidRequest(
+                f"n is {body.n}; this gateway answers at most {self._max_choices} choices",
+                param="n",
+            )
         prefix = "chatcmpl" if isinstance(body, ChatCompletionRequest) else "cmpl"
         request = generation_request(body, f"{prefix}-{uuid.uuid4().hex}")
         route = await self._planner.route(body.model, request, principal.may_use)
@@ -117,6 +125,8 @@ class GenerationService:
             # with who answered when it is settled
             caller.labels.model = plan.model_id
             self._metrics.record_route(plan.route.decision, plan.model_id)
+            tenant = caller.labels.tenant
+            self._metrics.record_features(tenant, plan.model_id, plan.route.request)
             await self._quota.reserve(lease, plan.reserved_tokens)
             lookup = await self._lookup(plan)
             if lookup is not None and (refusal := lookup.refusal()) is not None:
@@ -167,8 +177,8 @@ class GenerationService:
         render = renderer(plan.body, frame)
         if plan.body.stream:
             return Reply(headers, events=EventStream(started, render, ended))
-        text, last = await collect(started, ended)
-        return Reply(headers, body=render.whole(text, last))
+        answers = await collect(started, ended)
+        return Reply(headers, body=render.whole(answers))
 
     async def _settle(self, lease: Lease, outcome: Outcome, labels: RequestLabels) -> None:
         """Label the request with who answered; count tokens and settle the quota lease

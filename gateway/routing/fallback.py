@@ -183,9 +183,10 @@ class ChainBackend:
         chain with the same weights (the prompt and the tokens so far as token ids, the
         rest of max_tokens). Raises `failure` where it cannot be: `continue_streams` off,
         a failure that is not the model's, the deadline passed, nothing left to
-        generate, or no such model answers."""
+        generate, a request that cannot resume (several choices, a grammar, tool
+        parsing), or no such model answers."""
         continuation = progress.continuation()
-        heirs = self._heirs(failed)
+        heirs = self._heirs(failed) if progress.sent.resumable else ()
         if (
             continuation is None
             or not heirs

@@ -20,6 +20,7 @@ from gateway.routing.config import RoutingConfig
 from gateway.routing.fallback import Adapt, ChainBackend, ChainEvents, Link
 from gateway.routing.policy import TierPolicy
 from gateway.targets import LLMTarget
+from schemas.errors import InvalidRequest
 from schemas.generation import GenerationRequest
 
 
@@ -85,7 +86,11 @@ class RoutePlanner:
         if policy is None or name != policy.name:
             return Encoded(route, ids, "explicit" if name == route.model_id else "alias")
         pick = self._models.resolve(policy.choose(len(ids), request.sampling.max_tokens))
-        if pick.model_id != route.model_id and may_use(pick.model_id):
+        if (
+            pick.model_id != route.model_id
+            and may_use(pick.model_id)
+            and _serves(pick.target, request)
+        ):
             if pick.target.prompts is not route.target.prompts:
                 ids = await _encode(pick.target, request, options)
             route = pick
@@ -104,6 +109,10 @@ class RoutePlanner:
         """Pick the model, tokenize for it, check the context, and build the chain."""
         encoded = await self.encode(name, request, may_use)
         route, ids = encoded.route, encoded.ids
+        if not _serves(route.target, request):
+            raise InvalidRequest(
+                f"The model '{route.model_id}' does not support tools.", param="tools"
+            )
         max_tokens = await _fit(route.target, len(ids), request)
         tokenized = replace(request, messages=None, prompt=None, prompt_token_ids=ids)
         chain = ChainBackend(
@@ -130,6 +139,8 @@ class RoutePlanner:
             route = self._models.resolve(name)
             if route.model_id in seen or not may_use(route.model_id):
                 continue
+            if not _serves(route.target, original):  # e.g. no tool parser: passed over
+                continue
             seen.add(route.model_id)
             shared = route.target.prompts is first.target.prompts
             links.append(
@@ -141,6 +152,12 @@ class RoutePlanner:
                 )
             )
         return links
+
+
+def _serves(target: LLMTarget, request: GenerationRequest) -> bool:
+    """The model can answer the request: it reads tool calls, if the request has tools
+    to call."""
+    return target.tools or request.tools is None or not request.tools.parsed
 
 
 async def _encode(

@@ -364,7 +364,7 @@ def test_the_deployment_refuses_what_the_engine_would_as_a_client_error(
 ) -> None:
     """Behind the gateway's checks, the LLM deployment itself answers a 4xx (not a
     failure of the model) for options its engine refuses."""
-    request = GenerationRequest("direct-1", sampling, messages=[("user", "hi")])
+    request = GenerationRequest("direct-1", sampling, messages=[{"role": "user", "content": "hi"}])
     stream = cluster.llm_handle().options(stream=True).generate.remote(request)
     with pytest.raises(InvalidRequest) as err:
         list(stream)

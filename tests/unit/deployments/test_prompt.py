@@ -3,8 +3,9 @@
 import pytest
 from transformers import AutoTokenizer
 
-from deployments.llm import RequestCounters, sampling_params
+from deployments.llm import RequestCounters
 from deployments.prompt import PromptEncoder, TextTokenCounter, check_fits
+from deployments.sampling import sampling_params
 from schemas.errors import ContextLengthExceeded, InvalidRequest
 from schemas.generation import GenerationRequest, SamplingOptions
 from tests.paths import MODELS
@@ -20,7 +21,9 @@ def encoder() -> PromptEncoder:
 def test_chat_prompt_uses_the_models_chat_template(encoder: PromptEncoder) -> None:
     tok = AutoTokenizer.from_pretrained(MODEL)
     ids = encoder.encode(
-        GenerationRequest("r", SamplingOptions(), messages=[("user", "What is 2+2?")])
+        GenerationRequest(
+            "r", SamplingOptions(), messages=[{"role": "user", "content": "What is 2+2?"}]
+        )
     )
     text = str(tok.decode(ids))
     assert "What is 2+2?" in text
@@ -74,7 +77,9 @@ def test_request_counters_running() -> None:
 @pytest.mark.parametrize(
     "request_",
     [
-        GenerationRequest("r", SamplingOptions(), messages=[("user", "bad \ud800 text")]),
+        GenerationRequest(
+            "r", SamplingOptions(), messages=[{"role": "user", "content": "bad \ud800 text"}]
+        ),
         GenerationRequest("r", SamplingOptions(), prompt="bad \udfff text"),
     ],
 )

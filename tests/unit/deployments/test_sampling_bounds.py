@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from deployments.llm import sampling_params
 from deployments.prompt import check_fits
+from deployments.sampling import sampling_params
 from gateway.generation.plan import sampling_options
 from schemas.errors import ContextLengthExceeded, InvalidRequest
 from schemas.generation import INT64_MAX, INT64_MIN, SamplingOptions

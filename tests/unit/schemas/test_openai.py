@@ -8,6 +8,7 @@ from schemas.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound,
 from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 USER = [{"role": "user", "content": "hi"}]
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 
 def chat(**fields: object) -> bytes:
@@ -19,10 +20,45 @@ def chat(**fields: object) -> bytes:
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"n": 2}, "n"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"logprobs": True}, "logprobs"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"n": 0}, "n"),
+        ({"n": 129}, "n"),
+        ({"top_logprobs": 3}, "top_logprobs"),  # needs logprobs: true
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}},
+            "response_format.json_schema.name",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "frob"}},
+                }
+            },
+            "response_format.json_schema.schema",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 3}}}]},
+            "tools[0].function.parameters",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "bad name"}}]},
+            "tools[0].function.name",
+        ),
+        ({"tools": [{"type": "retrieval"}]}, "tools[0].type"),
+        ({"tools": [TOOL, TOOL]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),  # no tools
+        ({"tools": [TOOL], "tool_choice": "sometimes"}, "tool_choice"),
+        (
+            {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "g"}}},
+            "tool_choice",
+        ),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0]"),  # no tool_call_id
+        ({"messages": [{"role": "user", "content": "x", "tool_call_id": "c"}]}, "messages[0]"),
+        ({"logit_bias": {"dog": 5}}, "logit_bias"),
+        ({"logit_bias": {"1": 101}}, "logit_bias.1"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"temperature": 2.5}, "temperature"),
         ({"temperature": "hot"}, "temperature"),
@@ -35,7 +71,6 @@ def chat(**fields: object) -> bytes:
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "user"}]}, "messages[0]"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
-        ({"logit_bias": {"1": 5}}, "logit_bias"),
         # what the engine would refuse is refused here, before any engine is called
         ({"stop": [""]}, "stop"),
         ({"stop": ""}, "stop"),
@@ -110,7 +145,7 @@ def test_completion_prompt_forms(prompt: object, ok: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    "field", [{"echo": True}, {"best_of": 3}, {"suffix": "x"}, {"logprobs": 2}]
+    "field", [{"echo": True}, {"best_of": 3}, {"suffix": "x"}, {"n": 2, "best_of": 3}]
 )
 def test_unsupported_completion_options_are_refused(field: dict) -> None:
     with pytest.raises(InvalidRequest, match="not supported"):
@@ -146,3 +181,33 @@ def test_errors_survive_pickling_as_ray_sends_them(err: InvalidRequest) -> None:
 )
 def test_retry_after_rounds_up_to_whole_seconds(seconds: float, header: str) -> None:
     assert retry_after(seconds) == {"Retry-After": header}
+
+
+def test_tool_loop_messages_render_as_templates_read_them() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+    req = parse_body(
+        chat(
+            tools=[TOOL],
+            tool_choice={"type": "function", "function": {"name": "f"}},
+            parallel_tool_calls=False,
+            messages=[
+                *USER,
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "42"},
+            ],
+        ),
+        ChatCompletionRequest,
+    )
+    assert req.named_tool() == "f" and req.calls_tools()
+    assistant, tool = (m.for_template() for m in req.messages[1:])
+    # arguments as an object, as Hugging Face chat templates expect them
+    assert assistant["tool_calls"][0]["function"] == {"name": "f", "arguments": {"x": 1}}
+    assert tool == {"role": "tool", "content": "42", "tool_call_id": "c1"}
+
+
+def test_logprob_counts_follow_each_endpoint() -> None:
+    assert parse_body(chat(logprobs=True), ChatCompletionRequest).top_logprob_count() == 0
+    both = parse_body(chat(logprobs=True, top_logprobs=4), ChatCompletionRequest)
+    assert both.top_logprob_count() == 4
+    assert parse_body(chat(), ChatCompletionRequest).top_logprob_count() is None
+    assert CompletionRequest(model="m", prompt="p", logprobs=2).top_logprob_count() == 2

@@ -40,14 +40,14 @@ class Rig:
     """A GenerationService over one scripted model, a real QuotaPolicy on the in-memory
     store, and (optionally) the recording cache; every part logs into `log`."""
 
-    def __init__(self, model: ScriptedModel, cache: bool = False):
+    def __init__(self, model: ScriptedModel, cache: bool = False, tools: bool = True):
         self.log: Log = model.log
         self.model = model
         self.store = InMemoryQuotaStore(Clock(), log=self.log)
         self.cache = RecordingCache(log=self.log) if cache else None
         self.tokenizer = WordCounter()
         planner = RoutePlanner(
-            {"m1": LLMTarget(model, self.tokenizer)},
+            {"m1": LLMTarget(model, self.tokenizer, tools=tools)},
             {"default": "m1"},
             RoutingConfig(max_attempts=1),
         )

@@ -26,12 +26,14 @@ class CharCounter(WordCounter):
         self, request: GenerationRequest, options: PromptOptions = DEFAULT_PROMPT
     ) -> list[int]:
         assert request.messages is not None
-        return [0] * sum(len(text) for _, text in request.messages)
+        return [0] * sum(len(m["content"]) for m in request.messages)
 
 
 def request(words: int, max_tokens: int | None) -> GenerationRequest:
     text = " ".join(["w"] * words)
-    return GenerationRequest("r", SamplingOptions(max_tokens=max_tokens), [("user", text)])
+    return GenerationRequest(
+        "r", SamplingOptions(max_tokens=max_tokens), [{"role": "user", "content": text}]
+    )
 
 
 def router(**routing: object) -> tuple[RoutePlanner, dict[str, ScriptedModel]]:
