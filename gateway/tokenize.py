@@ -41,10 +41,10 @@ class PreparedTokens:
 
 
 def contract_request(body: TokenizeRequest) -> GenerationRequest:
-    """The streaming contract's request for the body's messages (by the chat path's own
-    conversion, as a chat with the same messages gets) or text prompt."""
+    """The streaming contract's request for the body's messages and tools (by the chat
+    path's own conversion, as a chat with the same messages and tools gets) or text prompt."""
     if body.messages is not None:
-        chat = ChatCompletionRequest(model=body.model, messages=body.messages)
+        chat = ChatCompletionRequest(model=body.model, messages=body.messages, tools=body.tools)
         return generation_request(chat, "tokenize")
     return GenerationRequest("tokenize", SamplingOptions(), prompt=body.prompt)
 

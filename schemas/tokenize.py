@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.errors import InvalidRequest
 from schemas.generation import INT64_MAX
 from schemas.openai import ChatMessage
+from schemas.tools import FunctionTool
 
 
 class _Request(BaseModel):
@@ -26,7 +27,7 @@ class _Response(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-CHAT_ONLY = ("add_generation_prompt", "continue_final_message")
+CHAT_ONLY = ("add_generation_prompt", "continue_final_message", "tools")
 
 
 class TokenizeRequest(_Request):
@@ -48,6 +49,11 @@ class TokenizeRequest(_Request):
     )
     return_token_strs: bool | None = Field(
         default=False, description="Also return each token as the vocabulary spells it."
+    )
+    tools: list[FunctionTool] | None = Field(
+        default=None,
+        max_length=128,
+        description="Messages: the tools the chat template renders, as a chat request's.",
     )
 
     @model_validator(mode="after")

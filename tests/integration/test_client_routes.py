@@ -80,6 +80,25 @@ def test_chat_token_count_is_the_prompt_tokens_a_chat_is_charged(
     assert body["count"] == reply.usage.prompt_tokens  # counted by the engine's tokenizer
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_tokens_of_a_chat_with_tools_are_its_prompt_tokens(cluster: Cluster, client: Any) -> None:
+    counted = post(cluster, "/tokenize", {"model": "default", "messages": CHAT, "tools": [WEATHER]})
+    assert counted.status_code == 200, counted.text
+    reply = client.chat.completions.create(
+        model="default", messages=CHAT, tools=[WEATHER], max_tokens=1
+    )
+    assert counted.json()["count"] == reply.usage.prompt_tokens
+
+
 def test_detokenize_round_trips_tokenize(cluster: Cluster) -> None:
     tok = AutoTokenizer.from_pretrained(ROOT / "models" / "SmolLM2-135M-Instruct")
     text = tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False)

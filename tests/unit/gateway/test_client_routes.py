@@ -164,6 +164,34 @@ async def test_chat_tokens_are_the_prompt_a_chat_completion_sends_the_model(
     assert body == {"count": len(sent), "max_model_len": 2048, "tokens": sent, "token_strs": None}
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+async def test_tools_are_counted_as_a_chat_with_tools_is_charged(
+    rig: Rig, client: httpx.AsyncClient
+) -> None:
+    chat = await client.post(
+        "/v1/chat/completions",
+        json={"model": LLM, "messages": CHAT, "tools": [WEATHER], "max_tokens": 4},
+    )
+    assert chat.status_code == 200, chat.text
+    sent = rig.llms[LLM].calls[-1].prompt_token_ids
+    reply = await client.post(
+        "/tokenize", json={"model": LLM, "messages": CHAT, "tools": [WEATHER]}
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["tokens"] == sent
+    plain = await client.post("/tokenize", json={"model": LLM, "messages": CHAT})
+    assert plain.json()["count"] < reply.json()["count"]  # the template rendered the tool
+
+
 async def test_tokenize_options_as_vllm_has_them(client: httpx.AsyncClient) -> None:
     async def tokens(**body: Any) -> dict[str, Any]:
         reply = await client.post("/tokenize", json={"model": LLM, **body})
@@ -211,6 +239,7 @@ async def test_detokenize_round_trips_the_tokens(client: httpx.AsyncClient) -> N
             "continue_final_message",
         ),
         ("/tokenize", {"model": LLM, "prompt": "a", "chat_template": "{{ 1 }}"}, "chat_template"),
+        ("/tokenize", {"model": LLM, "prompt": "a", "tools": [WEATHER]}, "tools"),
         ("/detokenize", {"model": LLM, "tokens": []}, "tokens"),
         ("/detokenize", {"model": LLM, "tokens": [49152]}, "tokens"),
         ("/detokenize", {"model": LLM, "tokens": [-1]}, "tokens[0]"),
