@@ -15,7 +15,7 @@ import asyncio
 from dataclasses import dataclass
 
 from deployments.prompt import PromptOptions
-from gateway.generation.plan import generation_request
+from gateway.generation.plan import generation_requests
 from gateway.routing.catalog import MayUse
 from gateway.routing.planner import RoutePlanner
 from gateway.targets import LLMTarget
@@ -45,7 +45,8 @@ def contract_request(body: TokenizeRequest) -> GenerationRequest:
     path's own conversion, as a chat with the same messages and tools gets) or text prompt."""
     if body.messages is not None:
         chat = ChatCompletionRequest(model=body.model, messages=body.messages, tools=body.tools)
-        return generation_request(chat, "tokenize")
+        (request,) = generation_requests(chat, "tokenize")  # a chat has one prompt
+        return request
     return GenerationRequest("tokenize", SamplingOptions(), prompt=body.prompt)
 
 

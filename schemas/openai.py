@@ -29,6 +29,7 @@ from schemas.tools import (
     FunctionTool,
     NamedToolChoice,
     ResponseFormat,
+    Sparse,
     ToolCall,
     ToolCallDelta,
     ToolChoice,
@@ -135,6 +136,8 @@ class _SamplingFields(_Request):
     # Requests with one key (a conversation, a shared document) go to one model replica,
     # whose prefix cache then holds their common start; `user` is the older spelling.
     prompt_cache_key: str | None = Field(default=None, max_length=1024)
+    # structured outputs; on completions an extension (vLLM's), OpenAI's spec has none there
+    response_format: ResponseFormat | None = Field(default=None, discriminator="type")
     # token id (as a string, as JSON keys are) -> bias added to its logit
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     # vLLM sampling extensions.
@@ -188,7 +191,6 @@ class ChatCompletionRequest(ChatAcceptedFields, _SamplingFields):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    response_format: ResponseFormat | None = Field(default=None, discriminator="type")
     tools: list[FunctionTool] | None = Field(default=None, max_length=128)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -235,8 +237,11 @@ class ChatCompletionRequest(ChatAcceptedFields, _SamplingFields):
         return self.max_completion_tokens or self.max_tokens
 
 
+Prompt = str | list[str] | list[int] | list[list[int]]
+
+
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[str] | list[int]
+    prompt: Prompt
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=5)
     best_of: int | None = Field(default=None, ge=1, le=128)
@@ -245,15 +250,24 @@ class CompletionRequest(_SamplingFields):
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, v: str | list[str] | list[int]) -> str | list[str] | list[int]:
+    def _prompts(cls, v: Prompt) -> Prompt:
         if isinstance(v, list):
             if not v:
                 raise ValueError("prompt must not be empty")
-            if isinstance(v[0], str) and len(v) != 1:
-                raise ValueError("only one prompt per request is supported")
+            if not isinstance(v[0], int) and not all(v):
+                raise ValueError("no prompt of the list may be empty")
         elif not v:
             raise ValueError("prompt must not be empty")
         return v
+
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt of the request: a text or a list of token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if isinstance(prompt[0], int):
+            return [[int(t) for t in prompt]]  # type: ignore[arg-type]
+        return [p if isinstance(p, str) else [int(t) for t in p] for p in prompt]  # type: ignore[union-attr]
 
     @model_validator(mode="after")
     def _completion_supported(self) -> CompletionRequest:
@@ -358,16 +372,12 @@ class ChatCompletion(_Response):
     usage: CompletionUsage
 
 
-class ChatDelta(_Response):
+class ChatDelta(Sparse):
     """A stream delta; absent fields are left out, as OpenAI does (`{}` at the end)."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ChatChunkChoice(_Response):

@@ -124,7 +124,7 @@ class ToolCall(_Strict):
     function: CalledFunction
 
 
-class _Sparse(_Strict):
+class Sparse(_Strict):
     """Streamed pieces: fields not sent in this piece are left out, as OpenAI does."""
 
     @model_serializer(mode="wrap")
@@ -132,12 +132,12 @@ class _Sparse(_Strict):
         return {k: v for k, v in handler(self).items() if v is not None}
 
 
-class FunctionCallDelta(_Sparse):
+class FunctionCallDelta(Sparse):
     name: str | None = None
     arguments: str | None = None
 
 
-class ToolCallDelta(_Sparse):
+class ToolCallDelta(Sparse):
     """A streamed piece of a tool call: the first one of a call has its id and name."""
 
     index: int

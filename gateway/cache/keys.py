@@ -57,13 +57,8 @@ def _sampling(req: ChatCompletionRequest | CompletionRequest) -> dict[str, Any]:
     fields["stop"] = sorted(req.stop_list())
     fields["logit_bias"] = sorted(req.token_bias().items())
     fields["n"], fields["logprobs"] = req.n, req.top_logprob_count()
-    if isinstance(req, ChatCompletionRequest):
-        fields |= req.model_dump(
-            mode="json",
-            include={"response_format", "tools", "tool_choice", "parallel_tool_calls"},
-            by_alias=True,
-            exclude_none=True,
-        )
+    shaping = {"response_format", "tools", "tool_choice", "parallel_tool_calls"}
+    fields |= req.model_dump(mode="json", include=shaping, by_alias=True, exclude_none=True)
     return fields
 
 
@@ -91,12 +86,12 @@ def cache_key(
             shape["context"] = turns
     else:
         shape["endpoint"] = "completions"
-        prompt = req.prompt
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        prompt = req.prompts()[0]  # several prompts are never cached
+        if isinstance(prompt, list):
             query = None
-            shape["context"] = [int(t) for t in prompt]
+            shape["context"] = prompt
         else:
-            query = normalise(prompt if isinstance(prompt, str) else str(prompt[0]))
+            query = normalise(prompt)
             shape["context"] = None
     partition = _digest(shape)
     exact = _digest([partition, query])

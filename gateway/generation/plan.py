@@ -24,8 +24,14 @@ Body = ChatCompletionRequest | CompletionRequest
 @dataclass(frozen=True)
 class Plan:
     body: Body
-    route: Routed
-    cache: CacheQuery | None  # None: no cache is configured
+    route: Routed  # the (first) prompt's
+    cache: CacheQuery | None  # None: no cache is configured, or several prompts
+    request_id: str  # the response's id (each prompt's engine request has its own)
+    others: tuple[Routed, ...] = ()  # the other prompts of a completions request
+
+    @property
+    def routes(self) -> tuple[Routed, ...]:
+        return (self.route, *self.others)
 
     @property
     def model_id(self) -> str:
@@ -33,9 +39,13 @@ class Plan:
         return self.route.model_id
 
     @property
+    def prompt_tokens(self) -> int:
+        return sum(r.prompt_tokens for r in self.routes)
+
+    @property
     def reserved_tokens(self) -> int:
-        """The quota charge at admission: the prompt and all the answers may use."""
-        return self.route.prompt_tokens + self.body.n * self.route.max_tokens
+        """The quota charge at admission: the prompts and all the answers may use."""
+        return sum(r.prompt_tokens + self.body.n * r.max_tokens for r in self.routes)
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ class Outcome:
 
     @property
     def prompt_tokens(self) -> int:
-        return self.plan.route.prompt_tokens
+        return self.plan.prompt_tokens
 
     @property
     def used_tokens(self) -> int:
@@ -62,7 +72,7 @@ class Outcome:
 
 def sampling_options(req: Body) -> SamplingOptions:
     json_schema, json_object = None, False
-    if isinstance(req, ChatCompletionRequest) and req.response_format is not None:
+    if req.response_format is not None:
         fmt = req.response_format
         if isinstance(fmt, JSONSchemaResponseFormat):
             json_schema = fmt.json_schema.schema_
@@ -89,8 +99,10 @@ def sampling_options(req: Body) -> SamplingOptions:
     )
 
 
-def generation_request(req: Body, request_id: str) -> GenerationRequest:
-    """The streaming contract's request for an OpenAI body (its prompt not yet tokenized)."""
+def generation_requests(req: Body, request_id: str) -> list[GenerationRequest]:
+    """The streaming contract's requests for an OpenAI body, one per prompt (prompts not
+    yet tokenized): a chat request's messages, or each prompt of a completions request
+    (ids `request_id-i` when there are several)."""
     sampling, key = sampling_options(req), req.prompt_cache_key or req.user
     if isinstance(req, ChatCompletionRequest):
         messages = [m.for_template() for m in req.messages]
@@ -101,15 +113,22 @@ def generation_request(req: Body, request_id: str) -> GenerationRequest:
                 _choice(req),
                 req.parallel_tool_calls,
             )
-        return GenerationRequest(
-            request_id, sampling, messages=messages, affinity_key=key, tools=tools
-        )
-    prompt = req.prompt
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
-        ids = [int(t) for t in prompt]
-        return GenerationRequest(request_id, sampling, prompt_token_ids=ids, affinity_key=key)
-    text = prompt if isinstance(prompt, str) else str(prompt[0])
-    return GenerationRequest(request_id, sampling, prompt=text, affinity_key=key)
+        return [
+            GenerationRequest(
+                request_id, sampling, messages=messages, affinity_key=key, tools=tools
+            )
+        ]
+    prompts = req.prompts()
+    requests = []
+    for i, prompt in enumerate(prompts):
+        rid = request_id if len(prompts) == 1 else f"{request_id}-{i}"
+        if isinstance(prompt, str):
+            requests.append(GenerationRequest(rid, sampling, prompt=prompt, affinity_key=key))
+        else:
+            requests.append(
+                GenerationRequest(rid, sampling, prompt_token_ids=prompt, affinity_key=key)
+            )
+    return requests
 
 
 def _choice(req: ChatCompletionRequest) -> str | dict[str, Any]:

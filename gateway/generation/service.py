@@ -27,7 +27,8 @@ from pydantic import BaseModel
 
 from gateway.auth import Principal
 from gateway.cache.service import CacheQuery, Lookup
-from gateway.generation.plan import Body, Outcome, Plan, generation_request
+from gateway.generation.plan import Body, Outcome, Plan, generation_requests
+from gateway.generation.prompts import start_all
 from gateway.generation.render import Ended, EventStream, Frame, collect, renderer
 from gateway.metrics import GatewayMetrics
 from gateway.quota.policy import Lease, QuotaPolicy
@@ -97,15 +98,24 @@ class GenerationService:
                 param="n",
             )
         prefix = "chatcmpl" if isinstance(body, ChatCompletionRequest) else "cmpl"
-        request = generation_request(body, f"{prefix}-{uuid.uuid4().hex}")
-        route = await self._planner.route(body.model, request, principal.may_use)
+        request_id = f"{prefix}-{uuid.uuid4().hex}"
+        requests = generation_requests(body, request_id)
+        if len(requests) * body.n > self._max_choices:
+            raise InvalidRequest(
+                f"{len(requests)} prompts x n={body.n} is {len(requests) * body.n} choices; "
+                f"this gateway answers at most {self._max_choices}",
+                param="prompt",
+            )
+        route, *others = await asyncio.gather(
+            *(self._planner.route(body.model, r, principal.may_use) for r in requests)
+        )
         query = None
-        if self._cache is not None:
+        if self._cache is not None and not others:  # one stored answer per question
             tenant = principal.tenant
             query = CacheQuery.of(
                 tenant.id, tenant.cache, route.model_id, route.max_tokens, cache_control
             )
-        return Plan(body, route, query)
+        return Plan(body, route, query, request_id, tuple(others))
 
     async def generate(self, body: Body, caller: Caller) -> Reply:
         """Admit, plan, reserve, look up, run; the reply once the first chunk is in.
@@ -131,7 +141,7 @@ class GenerationService:
             lookup = await self._lookup(plan)
             if lookup is not None and (refusal := lookup.refusal()) is not None:
                 raise refusal  # only-if-cached and no answer (settled with the lookup)
-            started = await self._backend(plan, lookup, caller.labels).start(plan.route.request)
+            started = await self._start(plan, lookup, caller.labels)
         except BaseException:
             if plan is None:
                 await asyncio.shield(self._quota.settle(lease, 0))
@@ -150,15 +160,20 @@ class GenerationService:
             return None
         return await self._cache.lookup(plan.cache, plan.body)
 
-    def _backend(
-        self, plan: Plan, lookup: Lookup | None, labels: RequestLabels
-    ) -> GenerationBackend:
+    async def _start(self, plan: Plan, lookup: Lookup | None, labels: RequestLabels) -> Started:
         """The backend stack, composed here and only here: cache -> timing -> fallback
-        chain -> Serve handles. Timing sits below the cache: a replay is no model latency."""
+        chain -> Serve handles. Timing sits below the cache: a replay is no model latency.
+        Several prompts: one timed chain per prompt, started together and merged."""
+        if plan.others:
+            stacks = [
+                (TimedBackend(r.chain, self._metrics.requests, labels), r.request)
+                for r in plan.routes
+            ]
+            return await start_all(stacks, plan.body.n)
         backend: GenerationBackend = TimedBackend(plan.route.chain, self._metrics.requests, labels)
         if self._cache is not None and lookup is not None:
             backend = self._cache.wrap(backend, lookup, plan.model_id, plan.route.prompt_tokens)
-        return backend
+        return await backend.start(plan.route.request)
 
     async def _reply(
         self,
@@ -173,7 +188,7 @@ class GenerationService:
             **(lookup.headers() if lookup else {}),
             **started.served.headers(),
         }
-        frame = Frame(plan.route.request.request_id, int(self._clock()), started.served.model_id)
+        frame = Frame(plan.request_id, int(self._clock()), started.served.model_id)
         render = renderer(plan.body, frame)
         if plan.body.stream:
             return Reply(headers, events=EventStream(started, render, ended))

@@ -326,3 +326,39 @@ def test_bad_tools_and_options_are_400s_naming_the_param(
     assert reply.status_code == 400, reply.text
     error = reply.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"].startswith(param)
+
+
+def test_a_list_of_prompts_gets_a_choice_per_prompt_and_n(client: Any, cluster: Cluster) -> None:
+    completion = client.completions.create(
+        model=cluster.llm_id,
+        prompt=["The capital of France is", "Two plus two is"],
+        n=2,
+        max_tokens=4,
+        extra_body={"ignore_eos": True},
+    )
+    validate(completion.model_dump(mode="json", exclude_unset=True), "CreateCompletionResponse")
+    assert [c.index for c in completion.choices] == [0, 1, 2, 3]
+    assert completion.usage.completion_tokens == 2 * 2 * 4
+
+
+def test_completions_take_a_json_schema_too(client: Any, cluster: Cluster) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 12}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    completion = client.completions.create(
+        model=cluster.llm_id,
+        prompt="Answer in JSON: what is the capital of France?",
+        max_tokens=40,
+        extra_body={
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "a", "schema": schema},
+            }
+        },
+    )
+    choice = completion.choices[0]
+    if choice.finish_reason == "stop":
+        jsonschema.validate(json.loads(choice.text), schema)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from deployments.prompt import DEFAULT_PROMPT, PromptOptions
-from gateway.generation.plan import generation_request
+from gateway.generation.plan import generation_requests
 from gateway.routing.config import RoutingConfig
 from gateway.routing.planner import RoutePlanner
 from gateway.targets import LLMTarget
@@ -51,7 +51,8 @@ async def test_chat_tokens_are_what_routing_charges(name: str, words: int) -> No
     plans = planner()
     messages = [{"role": "user", "content": " ".join(["word"] * words)}]
     chat = ChatCompletionRequest.model_validate({"model": name, "messages": messages})
-    routed = await plans.route(name, generation_request(chat, "r"), everyone)
+    (request,) = generation_requests(chat, "r")
+    routed = await plans.route(name, request, everyone)
     service = TokenizeService(plans)
     body = TokenizeRequest.model_validate({"model": name, "messages": messages})
     prepared = await service.prepare_tokenize(body, everyone)

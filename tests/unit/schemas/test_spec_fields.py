@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from gateway.body import parse_body
 from gateway.cache.keys import cache_key
-from gateway.generation.plan import generation_request
+from gateway.generation.plan import generation_requests
 from schemas.errors import InvalidRequest
 from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from schemas.openai_accepted import ChatAcceptedFields
@@ -35,7 +35,8 @@ ROUTES: list[tuple[str, type[BaseModel], dict[str, Any], set[str]]] = [
         "CreateCompletionRequest",
         CompletionRequest,
         {"prompt": "hi"},
-        VLLM_SAMPLING | {"prompt_cache_key"},  # the replica-affinity key chat has too
+        # the replica-affinity key, and structured outputs (vLLM's extension), as on chat
+        VLLM_SAMPLING | {"prompt_cache_key", "response_format"},
     ),
     ("CreateEmbeddingRequest", EmbeddingRequest, {"input": "hi"}, set()),
 ]
@@ -117,7 +118,7 @@ def test_the_ignored_fields_change_neither_the_generation_nor_its_cache_key() ->
     plain = parse_body(body(ChatCompletionRequest), ChatCompletionRequest)
     loaded = parse_body(body(ChatCompletionRequest, **every), ChatCompletionRequest)
     assert loaded.model_dump(include=IGNORED, exclude_unset=True) == every
-    assert generation_request(loaded, "r") == generation_request(plain, "r")
+    assert generation_requests(loaded, "r") == generation_requests(plain, "r")
     assert cache_key("t", "m", loaded, 16) == cache_key("t", "m", plain, 16)
 
 

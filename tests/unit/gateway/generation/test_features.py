@@ -4,13 +4,20 @@ interfaces): the bodies and streams in OpenAI's shapes, the quota charge, the ca
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator
 
 import pytest
 
 from gateway.cache.keys import cache_key, cacheable
 from schemas.errors import InvalidRequest
-from schemas.generation import FinishReason, GenerationChunk, TokenLogprob, ToolCallPart
-from schemas.openai import ChatCompletion, Completion, CompletionRequest
+from schemas.generation import (
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    TokenLogprob,
+    ToolCallPart,
+)
+from schemas.openai import ChatCompletion, Completion, CompletionRequest, StreamOptions
 from tests.fakes import ScriptedModel
 from tests.openai_spec import validate, validate_completion_chunk
 from tests.unit.gateway.generation.test_service import Rig, chat_request, events
@@ -212,3 +219,93 @@ async def test_n_over_the_gateways_maximum_is_a_400() -> None:
     with pytest.raises(InvalidRequest) as err:
         await rig.run(chat_request(n=9, max_tokens=2))
     assert err.value.param == "n" and rig.model.calls == []
+
+
+# ------------------------------------------------------------- several prompts
+
+
+async def test_several_prompts_are_one_engine_request_each_merged_in_openais_order() -> None:
+    rig = Rig(ScriptedModel(chunks=interleaved(2)))
+    body = CompletionRequest(model="default", prompt=["one two", "three"], n=2, max_tokens=2)
+    plan = await rig.service.plan(body, one_principal(), None)
+    assert [r.request.request_id for r in plan.routes] == [
+        f"{plan.request_id}-0",
+        f"{plan.request_id}-1",
+    ]
+    assert plan.reserved_tokens == sum(r.prompt_tokens + 2 * 2 for r in plan.routes)
+    reply = await rig.run(body)
+    assert isinstance(reply.body, Completion)
+    whole = reply.body.model_dump(mode="json")
+    validate(whole, "CreateCompletionResponse")
+    # prompt i's choice j is i * n + j
+    assert [(c["index"], c["text"]) for c in whole["choices"]] == [
+        (0, "0001"),
+        (1, "1011"),
+        (2, "0001"),
+        (3, "1011"),
+    ]
+    assert [c.prompt for c in rig.model.calls] == [None, None]  # sent as token ids
+    assert len(rig.model.calls) == 2
+    assert whole["usage"]["completion_tokens"] == 8  # both prompts' choices
+    assert whole["usage"]["prompt_tokens"] == 2 * 5  # each prompt once (5 per call here)
+
+
+async def test_several_prompts_stream_as_one_with_the_total_usage_last() -> None:
+    rig = Rig(ScriptedModel(("a", "b", "c")))
+    body = CompletionRequest(
+        model="default",
+        prompt=[[1, 2], [3]],
+        max_tokens=3,
+        stream=True,
+        stream_options=StreamOptions(include_usage=True),
+    )
+    chunks = await events(await rig.run(body))
+    for chunk in chunks:
+        validate_completion_chunk(chunk)
+    texts: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            texts[choice["index"]] = texts.get(choice["index"], "") + choice["text"]
+    assert texts == {0: "abc", 1: "abc"}
+    assert chunks[-1]["usage"]["completion_tokens"] == 6
+
+
+async def test_one_failing_prompt_fails_the_request_and_closes_the_others() -> None:
+    class HalfBroken(ScriptedModel):
+        def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+            if request.request_id.endswith("-1"):
+                return self._refused()
+            return super().stream(request)
+
+        async def _refused(self) -> AsyncGenerator[GenerationChunk, None]:
+            raise InvalidRequest("bad prompt", param="prompt")
+            yield  # an async generator that fails before its first chunk
+
+    rig = Rig(HalfBroken(("a", "b")))
+    with pytest.raises(InvalidRequest):
+        await rig.run(CompletionRequest(model="default", prompt=["x", "y"], max_tokens=2))
+    assert rig.model.closed == 1 and rig.log[-1] == "settle"
+
+
+async def test_prompts_times_n_over_the_maximum_is_a_400() -> None:
+    rig = Rig(ScriptedModel())
+    body = CompletionRequest(model="default", prompt=["a"] * 5, n=2, max_tokens=2)
+    with pytest.raises(InvalidRequest) as err:
+        await rig.run(body)
+    assert err.value.param == "prompt" and rig.model.calls == []
+
+
+async def test_response_formats_reach_the_engine_on_both_endpoints() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    rig = Rig(ScriptedModel(("{}",)))
+    await rig.run(chat_request(response_format=fmt, max_tokens=5))
+    await rig.run(
+        CompletionRequest.model_validate(
+            {"model": "default", "prompt": "p", "response_format": {"type": "json_object"}}
+        )
+    )
+    chat, completion = (call.sampling for call in rig.model.calls)
+    assert chat.json_schema == schema and not chat.json_object
+    assert completion.json_object and completion.json_schema is None
+    assert rig.model.calls[0].constrained and not rig.model.calls[0].resumable

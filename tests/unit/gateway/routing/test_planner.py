@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from deployments.prompt import DEFAULT_PROMPT, PromptOptions
 from gateway.routing.config import RoutingConfig
 from gateway.routing.planner import RoutePlanner
 from gateway.targets import LLMTarget
-from schemas.errors import ContextLengthExceeded, ModelNotFound, ServiceUnavailable
-from schemas.generation import GenerationRequest, SamplingOptions
+from schemas.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    ServiceUnavailable,
+)
+from schemas.generation import GenerationRequest, SamplingOptions, Tools
 from tests.fakes import ScriptedModel, WordCounter
 
 AUTO = {
@@ -124,3 +131,37 @@ async def test_prompts_that_do_not_fit_are_refused_before_any_call() -> None:
 def test_bad_routing_config_fails_at_start(routing: dict[str, object]) -> None:
     with pytest.raises((ValueError, ModelNotFound)):
         router(**routing)
+
+
+def tool_router() -> RoutePlanner:
+    shared = WordCounter()
+    targets = {
+        "big": LLMTarget(ScriptedModel(), shared, tools=True),
+        "small": LLMTarget(ScriptedModel(), shared, tools=False),  # no tool parser
+        "spare": LLMTarget(ScriptedModel(), shared, tools=True),
+    }
+    config = RoutingConfig.model_validate({"auto": AUTO, "fallbacks": {"big": ["small", "spare"]}})
+    return RoutePlanner(targets, {"default": "big", "fast": "small"}, config)
+
+
+def with_tools(choice: str) -> GenerationRequest:
+    tool = {"type": "function", "function": {"name": "f"}}
+    return replace(request(3, 8), tools=Tools([tool], choice))
+
+
+async def test_a_model_without_a_tool_parser_is_passed_over_for_tool_requests() -> None:
+    r = tool_router()
+    routed = await r.route("big", with_tools("auto"), lambda _: True)
+    assert routed.chain.model_ids == (
+        "big",
+        "spare",
+    )  # the fallback that reads no calls is left out
+    plain = await r.route("big", request(3, 8), lambda _: True)
+    assert plain.chain.model_ids == ("big", "small", "spare")
+    # auto keeps the default rather than pick a tier that cannot read the calls
+    assert (await r.route("auto", with_tools("required"), lambda _: True)).model_id == "big"
+    with pytest.raises(InvalidRequest) as err:
+        await r.route("fast", with_tools("auto"), lambda _: True)
+    assert err.value.param == "tools"
+    shown_only = await r.route("fast", with_tools("none"), lambda _: True)  # tools only rendered
+    assert shown_only.model_id == "small"
