@@ -48,6 +48,7 @@ from gateway.rerank import RerankerTarget, RerankService
 from gateway.routing.catalog import ModelCatalog
 from gateway.routing.planner import RoutePlanner
 from gateway.targets import LLMTarget
+from gateway.tokenize import TokenizeService
 from schemas.embeddings import EmbeddingResult
 
 
@@ -65,6 +66,7 @@ class Services:
     rerank: RerankService
     probes: Mapping[str, Probe]  # every deployment's health check, by model id
     models: ModelDirectory  # what /v1/models lists and retrieves
+    tokens: TokenizeService
 
 
 def load_config(args: Mapping[str, Any]) -> AppConfig:
@@ -174,9 +176,11 @@ def build_services(
     sources: Mapping[str, str],
     backends: Backends,
     metrics: GatewayMetrics,
+    created: int | None = None,
 ) -> Services:
     """The services of one gateway replica. Loads the models' tokenizers and makes the
-    Redis clients (which connect on first use)."""
+    Redis clients (which connect on first use). `created` is the `created` of every model
+    card (None: now); build_app fixes it once, so that every replica tells the same."""
     targets = _targets(config, sources, backends)
     quota = _quota(config, metrics)
     cache = None
@@ -206,16 +210,22 @@ def build_services(
         embeddings=EmbeddingService(ModelCatalog(targets.embedders, emb_aliases)),
         rerank=RerankService(ModelCatalog(targets.rerankers, rr_aliases)),
         probes=backends.probes,
-        models=_directory(config, backends.probes, {**llm_aliases, **emb_aliases, **rr_aliases}),
+        models=_directory(
+            config,
+            backends.probes,
+            {**llm_aliases, **emb_aliases, **rr_aliases},
+            int(time.time()) if created is None else created,
+        ),
+        tokens=TokenizeService(planner),
     )
 
 
 def _directory(
-    config: AppConfig, model_ids: Iterable[str], aliases: Mapping[str, str]
+    config: AppConfig, model_ids: Iterable[str], aliases: Mapping[str, str], created: int
 ) -> ModelDirectory:
     auto = config.routing.auto
     named = None if auto is None else AutoName(auto.name, aliases.get(auto.default, auto.default))
-    return ModelDirectory(model_ids, aliases, named, created=int(time.time()))
+    return ModelDirectory(model_ids, aliases, named, created)
 
 
 # ------------------------------------------------------------------------ the Serve graph
@@ -233,11 +243,14 @@ class Gateway:
         llms: Mapping[str, DeploymentHandle],
         embedders: Mapping[str, DeploymentHandle],
         rerankers: Mapping[str, DeploymentHandle],
+        created: int,
     ):
         backends = serve_backends(
             Handles(llms, embedders, rerankers), config.gateway.ready_timeout_s
         )
-        self._services = build_services(config, tenants, sources, backends, GatewayMetrics())
+        self._services = build_services(
+            config, tenants, sources, backends, GatewayMetrics(), created
+        )
         if self._services.cache is not None:
             self._services.cache.start()  # Serve runs constructors on the replica's loop
 
@@ -300,5 +313,5 @@ def build_app(args: dict[str, Any]) -> Application:
     }
     gateway = as_deployment(serve.deployment(serve.ingress()(Gateway)))
     return gateway.options(**config.gateway.deployment.deployment_options("gateway")).bind(
-        config, tenants, sources, {**llms, **faults}, embedders, rerankers
+        config, tenants, sources, {**llms, **faults}, embedders, rerankers, int(time.time())
     )

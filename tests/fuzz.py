@@ -42,11 +42,17 @@ BODIES: dict[str, tuple[str | None, dict[str, Any]]] = {
     "/v1/completions": ("generation", {"model": "default", "prompt": "hi", "max_tokens": 4}),
     "/v1/embeddings": ("embedding", {"model": "text-embedding-default", "input": "hi"}),
     "/v1/rerank": ("rerank", {"model": "rerank-default", "query": "q", "documents": ["a"]}),
+    "/v2/rerank": ("rerank", {"model": "rerank-default", "query": "q", "documents": ["a"]}),
+    "/tokenize": (
+        "tokenizer",
+        {"model": "default", "messages": [{"role": "user", "content": "hi"}]},
+    ),
+    "/detokenize": ("tokenizer", {"model": "default", "tokens": [1, 2]}),
     "/rerank": (None, {"query": "q", "texts": ["a", "b"]}),
     "/v1/score": ("rerank", {"model": "rerank-default", "text_1": "a", "text_2": ["b"]}),
 }
 POST_PATHS = list(BODIES)
-GET_PATHS = ["/v1/models", "/health", "/ready"]
+GET_PATHS = ["/v1/models", "/v1/models/{model}", "/health", "/ready"]
 # OpenAI's request schema of each route it defines.
 OPENAI_REQUESTS = {
     "/v1/chat/completions": "CreateChatCompletionRequest",
@@ -102,12 +108,14 @@ def app_schema(document: Mapping[str, Any]) -> BaseSchema:
 
 
 def served_models(config: AppConfig) -> dict[str, list[str]]:
-    """The names a request may give, by kind: ids and aliases (and `auto`)."""
+    """The names a request may give, by kind: ids and aliases (and `auto`); the
+    tokenizer routes (/tokenize, /detokenize) take the generation models' names."""
     generation = [name for m in config.models for name in (m.id, *m.aliases)]
     if config.routing.auto is not None:
         generation.append(config.routing.auto.name)
     return {
         "generation": generation,
+        "tokenizer": generation,
         "embedding": [name for e in config.embedders for name in (e.id, *e.aliases)],
         "rerank": [name for r in config.rerankers for name in (r.id, *r.aliases)],
     }
@@ -240,6 +248,8 @@ NUMERIC_FIELDS = [
     "repetition_penalty",
     "dimensions",
     "top_n",
+    "max_tokens_per_doc",
+    "tokens",
     "model",
     "messages",
     "prompt",

@@ -9,6 +9,7 @@ module-level app and no decoration order to keep.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -20,6 +21,7 @@ from gateway.api.generation import GenerationRoutes
 from gateway.api.models import ModelRoutes
 from gateway.api.openapi import openapi_document
 from gateway.api.rerank import RerankRoutes
+from gateway.api.tokenize import TokenizeRoutes
 from gateway.errors import install_error_handlers
 from gateway.telemetry import RequestMetricsMiddleware
 
@@ -38,6 +40,7 @@ def make_api(services: Services) -> FastAPI:
         EmbeddingRoutes(services),
         RerankRoutes(services),
         ModelRoutes(services),
+        TokenizeRoutes(services),
     ):
         for method, path, handler, body in routes.table():
             api.add_api_route(path, handler, methods=[method])
@@ -45,17 +48,21 @@ def make_api(services: Services) -> FastAPI:
             if body is not None:
                 bodies[method, path] = body
     api.openapi_schema = openapi_document(api, bodies)  # what app.openapi() serves
-    known = frozenset(paths)
-    templates = [(compile_path(p)[0], p.replace(":path}", "}")) for p in paths if "{" in p]
-
-    def route_label(path: str) -> str:
-        """A path's metrics label: one of the API's routes (a path template for those with
-        parameters), else `other` (bounded)."""
-        if path in known:
-            return path
-        return next((label for regex, label in templates if regex.match(path)), "other")
-
     api.add_middleware(
-        RequestMetricsMiddleware, route_of=route_label, metrics=services.metrics.requests
+        RequestMetricsMiddleware, route_of=route_labels(paths), metrics=services.metrics.requests
     )
     return api
+
+
+def route_labels(paths: Iterable[str]) -> Callable[[str], str]:
+    """A request path's metrics label: the route of `paths` it matches (for one with
+    parameters, its template: `/v1/models/{model}`), else `other` (bounded)."""
+    known = frozenset(paths)
+    templates = [(compile_path(p)[0], p.replace(":path}", "}")) for p in known if "{" in p]
+
+    def label(path: str) -> str:
+        if path in known:
+            return path
+        return next((name for regex, name in templates if regex.match(path)), "other")
+
+    return label

@@ -96,8 +96,11 @@ async def test_unknown_routes_get_openai_error_bodies(services: Services) -> Non
         ("/v1/completions", "CompletionRequest"),
         ("/v1/embeddings", "EmbeddingRequest"),
         ("/v1/rerank", "RerankRequest"),
+        ("/v2/rerank", "RerankV2Request"),
         ("/rerank", "TeiRerankRequest"),
         ("/v1/score", "ScoreRequest"),
+        ("/tokenize", "TokenizeRequest"),
+        ("/detokenize", "DetokenizeRequest"),
     ],
 )
 async def test_the_openapi_document_describes_each_body_the_routes_read(
@@ -111,6 +114,8 @@ async def test_the_openapi_document_describes_each_body_the_routes_read(
     }
     assert doc["components"]["schemas"][model]["additionalProperties"] is False
     assert "requestBody" not in doc["paths"]["/v1/models"]["get"]
+    (param,) = doc["paths"]["/v1/models/{model}"]["get"]["parameters"]
+    assert param["in"] == "path" and param["required"] is True
 
 
 LIMIT = 2048
