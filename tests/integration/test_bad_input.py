@@ -234,9 +234,16 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
         "echo",
     ),
     (
-        "completion-two-prompts",
+        "completion-empty-prompt-in-list",
         "/v1/completions",
-        {"model": "default", "prompt": ["a", "b"]},
+        {"model": "default", "prompt": ["a", ""]},
+        400,
+        "prompt",
+    ),
+    (
+        "completion-prompts-times-n-over-max-choices",
+        "/v1/completions",
+        {"model": "default", "prompt": ["a", "b", "c"], "n": 3},
         400,
         "prompt",
     ),
