@@ -126,7 +126,7 @@ class LLMDeployment:
             return None
         if self._tools is None:
             raise InvalidRequest(f"model '{self._model_id}' does not support tools", param="tools")
-        return self._tools.request(request.tools)
+        return self._tools.request(request.tools, request.sampling)
 
     async def _run(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from schemas.errors import InvalidRequest
-from schemas.generation import FinishReason, ToolCallPart, Tools
+from schemas.generation import FinishReason, SamplingOptions, ToolCallPart, Tools
 
 
 class ToolParsing:
@@ -37,9 +37,11 @@ class ToolParsing:
         self._tokenizer = tokenizer
         self._model_id = model_id
 
-    def request(self, tools: Tools) -> ToolRequest:
-        """vLLM's view of the request's tools, adjusted by the parser (forced choices get
-        their JSON schema). Raises InvalidRequest for tools vLLM refuses."""
+    def request(self, tools: Tools, options: SamplingOptions | None = None) -> ToolRequest:
+        """vLLM's view of the request's tools, adjusted by the parser: the constraint the
+        answer is decoded under (forced calls; under "auto", calls or else the response
+        format of `options`, merged as vLLM merges them). Raises InvalidRequest for tools
+        vLLM refuses."""
         from pydantic import ValidationError
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
@@ -51,6 +53,7 @@ class ToolParsing:
                     "tools": tools.tools,
                     "tool_choice": tools.choice,
                     "parallel_tool_calls": tools.parallel,
+                    "response_format": _response_format(options),
                 }
             )
             probe = self._parser_cls(self._tokenizer, cast(Any, request.tools))
@@ -115,6 +118,16 @@ class ToolCallReader:
         if engine_reason == "stop" and self.called and choice in ("auto", "required"):
             return "tool_calls"
         return engine_reason
+
+
+def _response_format(options: SamplingOptions | None) -> dict[str, Any] | None:
+    """The request's response format as vLLM's OpenAI request spells it."""
+    if options is None:
+        return None
+    if options.json_schema is not None:
+        schema = {"name": "response", "schema": options.json_schema}
+        return {"type": "json_schema", "json_schema": schema}
+    return {"type": "json_object"} if options.json_object else None
 
 
 def _part(call: Any) -> ToolCallPart:

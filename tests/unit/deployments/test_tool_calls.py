@@ -8,7 +8,7 @@ import pytest
 
 from deployments.tool_calls import ToolParsing
 from gateway.answers import Answer
-from schemas.generation import GenerationChunk, Tools
+from schemas.generation import GenerationChunk, SamplingOptions, Tools
 
 WEATHER: dict[str, Any] = {
     "type": "function",
@@ -86,3 +86,18 @@ def test_required_forces_a_call_and_auto_only_shapes_one(parsing: ToolParsing) -
 
 def test_none_is_not_parsed() -> None:
     assert not Tools([WEATHER], "none").parsed and Tools([WEATHER], "required").forced
+
+
+def test_auto_keeps_the_response_format_for_an_answer_without_calls(
+    parsing: ToolParsing,
+) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    grammar = json.dumps(constraint_of(parsing, Tools([WEATHER], "auto"), schema))
+    assert '"answer"' in grammar  # merged into the tool-call grammar, as vLLM merges it
+    assert '"answer"' not in json.dumps(constraint_of(parsing, Tools([WEATHER], "auto"), None))
+
+
+def constraint_of(parsing: ToolParsing, tools: Tools, schema: dict | None) -> dict:
+    structured = parsing.request(tools, SamplingOptions(json_schema=schema)).structured
+    assert structured is not None and structured.structural_tag is not None
+    return dict(json.loads(structured.structural_tag))
