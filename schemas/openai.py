@@ -62,7 +62,7 @@ class ChatMessage(_Request):
 
     @model_validator(mode="after")
     def _shape(self) -> ChatMessage:
-        if self.content is None and not (self.role == "assistant"):
+        if self.content is None and self.role != "assistant":
             raise ValueError(f"a '{self.role}' message needs content")
         if self.tool_calls is not None and self.role != "assistant":
             raise ValueError("only assistant messages carry tool_calls")

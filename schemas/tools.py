@@ -10,15 +10,15 @@ backend can compile a valid schema is the LLM deployment's to say (also a 400).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jsonschema
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    field_validator,
     model_serializer,
 )
 
@@ -46,18 +46,15 @@ def _named(name: str) -> str:
     return name
 
 
+Name = Annotated[str, AfterValidator(_named)]
+Schema = Annotated[dict[str, Any], AfterValidator(check_schema)]
+
+
 class FunctionDefinition(_Strict):
-    name: str
+    name: Name
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: Schema | None = None
     strict: bool | None = None
-
-    _name = field_validator("name")(_named)
-
-    @field_validator("parameters")
-    @classmethod
-    def _schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if v is None else check_schema(v)
 
 
 class FunctionTool(_Strict):
@@ -78,18 +75,12 @@ ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class JSONSchemaFormat(_Strict):
-    name: str
+    name: Name
     description: str | None = None
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_: Schema | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    _name = field_validator("name")(_named)
-
-    @field_validator("schema_")
-    @classmethod
-    def _schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if v is None else check_schema(v)
 
 
 class TextFormat(_Strict):
