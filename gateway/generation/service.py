@@ -92,19 +92,18 @@ class GenerationService:
 
         Raises ModelNotFound (unknown model, or one the tenant may not use),
         ContextLengthExceeded and InvalidRequest (the prompt or its options)."""
-        if body.n > self._max_choices:
-            raise InvalidRequest(
-                f"n is {body.n}; this gateway answers at most {self._max_choices} choices",
-                param="n",
-            )
         prefix = "chatcmpl" if isinstance(body, ChatCompletionRequest) else "cmpl"
         request_id = f"{prefix}-{uuid.uuid4().hex}"
         requests = generation_requests(body, request_id)
-        if len(requests) * body.n > self._max_choices:
+        if (choices := len(requests) * body.n) > self._max_choices:
+            counted = (
+                f"n is {body.n}"
+                if len(requests) == 1
+                else (f"{len(requests)} prompts x n={body.n} is {choices} choices")
+            )
             raise InvalidRequest(
-                f"{len(requests)} prompts x n={body.n} is {len(requests) * body.n} choices; "
-                f"this gateway answers at most {self._max_choices}",
-                param="prompt",
+                f"{counted}; this gateway answers at most {self._max_choices} choices",
+                param="n" if len(requests) == 1 else "prompt",
             )
         route, *others = await asyncio.gather(
             *(self._planner.route(body.model, r, principal.may_use) for r in requests)

@@ -20,7 +20,7 @@ from schemas.generation import (
 from schemas.openai import ChatCompletion, Completion, CompletionRequest, StreamOptions
 from tests.fakes import ScriptedModel
 from tests.openai_spec import validate, validate_completion_chunk
-from tests.unit.gateway.generation.test_service import Rig, chat_request, events
+from tests.unit.gateway.generation.test_service import TENANT, Rig, chat_request, events
 
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 CALLED = (  # one call in three pieces, after some text
@@ -116,16 +116,10 @@ async def test_the_quota_reserves_max_tokens_for_every_choice() -> None:
         Rig(ScriptedModel(chunks=interleaved(3))),
     )
     before = one.tokens_left()
-    plan_one = await one.service.plan(chat_request(max_tokens=50), one_principal(), None)
-    plan_three = await three.service.plan(chat_request(n=3, max_tokens=50), one_principal(), None)
+    plan_one = await one.service.plan(chat_request(max_tokens=50), TENANT, None)
+    plan_three = await three.service.plan(chat_request(n=3, max_tokens=50), TENANT, None)
     assert plan_three.reserved_tokens - plan_one.reserved_tokens == 2 * 50
     assert before == one.tokens_left()  # planning charges nothing
-
-
-def one_principal():  # type: ignore[no-untyped-def]
-    from tests.unit.gateway.generation.test_service import TENANT
-
-    return TENANT
 
 
 LOGPROBS = (
@@ -227,7 +221,7 @@ async def test_n_over_the_gateways_maximum_is_a_400() -> None:
 async def test_several_prompts_are_one_engine_request_each_merged_in_openais_order() -> None:
     rig = Rig(ScriptedModel(chunks=interleaved(2)))
     body = CompletionRequest(model="default", prompt=["one two", "three"], n=2, max_tokens=2)
-    plan = await rig.service.plan(body, one_principal(), None)
+    plan = await rig.service.plan(body, TENANT, None)
     assert [r.request.request_id for r in plan.routes] == [
         f"{plan.request_id}-0",
         f"{plan.request_id}-1",
