@@ -71,3 +71,12 @@ class Prometheus(Daemon):
     def rules(self) -> list[dict[str, Any]]:
         reply = httpx.get(f"{self.url}/api/v1/rules", timeout=30).json()
         return [rule for group in reply["data"]["groups"] for rule in group["rules"]]
+
+    def targets(self) -> list[str]:
+        """Each scrape target's state: job, URL, health, last scrape's duration and error."""
+        reply = httpx.get(f"{self.url}/api/v1/targets", timeout=30).json()
+        return [
+            f"{t['labels'].get('job')} {t['scrapeUrl']}: {t['health']}"
+            f" ({t.get('lastScrapeDuration', 0):.2f}s) {t.get('lastError', '')}"
+            for t in reply["data"]["activeTargets"]
+        ]

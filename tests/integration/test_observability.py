@@ -48,7 +48,7 @@ def monitoring(
     pushgateway = start_pushgateway(workdir)
     try:
         ray_target = cluster.metrics_url.removeprefix("http://").removesuffix("/metrics")
-        config = prometheus_config([ray_target], f"127.0.0.1:{pushgateway.port}", interval_s=1)
+        config = prometheus_config([ray_target], f"127.0.0.1:{pushgateway.port}", interval_s=5)
         prometheus = Prometheus(workdir, config)
         try:
             yield prometheus, pushgateway
@@ -125,7 +125,7 @@ def test_every_panel_and_rule_evaluates_and_key_panels_show_data(
     try:
         wait_until(key_panels_have_data, timeout_s=120, what="key panels without data")
     except TimeoutError:
-        pytest.fail(f"key panels without data: {missing}")
+        pytest.fail(f"key panels without data: {missing}; targets: {prometheus.targets()}")
 
     def series(expr: str) -> list[dict[str, str]]:
         return [r["metric"] for r in prometheus.query(expr)]
