@@ -122,7 +122,8 @@ class GatewayMetrics:
         )
         self._cache_lookups = Counter(
             PREFIX + "cache_lookups_total",
-            description="Cache lookups by result: hit_exact, hit_semantic, miss, refresh, "
+            description="Cache lookups by result: hit_exact, hit_semantic, miss, verify "
+            "(a semantic candidate the model answers instead, to learn from), refresh, "
             "bypass, off, uncacheable, unavailable (Redis down: the cache stepped aside).",
             tag_keys=cast(Any, ("tenant", "result")),
         )
@@ -132,9 +133,15 @@ class GatewayMetrics:
             tag_keys=cast(Any, ("tenant", "result")),
         )
         self._cache_rejects = Counter(
-            PREFIX + "cache_verification_rejects_total",
-            description="Semantic candidates above the threshold turned down by a guard.",
+            PREFIX + "cache_guard_rejects_total",
+            description="Semantic candidates above the floor turned down by a guard.",
             tag_keys=cast(Any, ("tenant", "guard")),
+        )
+        self._cache_verifications = Counter(
+            PREFIX + "cache_verifications_total",
+            description="Semantic candidates verified (the model answered; its answer was "
+            "compared with the cached one) by outcome: agree, disagree, failed (not counted).",
+            tag_keys=cast(Any, ("tenant", "outcome")),
         )
         self._cache_similarity = Histogram(
             PREFIX + "cache_similarity",
@@ -224,6 +231,9 @@ class GatewayMetrics:
                 tags={"tenant": tenant, "guard": guard}
             ),
             entries=self._cache_entries.set,
+            verification=lambda tenant, outcome: self._cache_verifications.inc(
+                tags={"tenant": tenant, "outcome": outcome}
+            ),
         )
 
 

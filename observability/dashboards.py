@@ -333,7 +333,8 @@ ENGINE = Dashboard(
 CACHE = Dashboard(
     "raygate-cache",
     "raygate / Semantic cache",
-    "Hits, misses, similarity and the guards that turn near matches down.",
+    "Hits, misses, verifications (the model asked anyway and compared), similarity and "
+    "the guards that turn near matches down.",
     [
         Panel(
             "Lookups by result",
@@ -342,12 +343,12 @@ CACHE = Dashboard(
             key=True,
         ),
         Panel(
-            "Hit ratio (exact and semantic over hits and misses)",
+            "Hit ratio (exact and semantic over hits, misses and verifications)",
             {
                 "hit ratio": "("
                 + _rate(GW + "cache_lookups_total", f'{TENANT}, result=~"hit_.*"')
                 + " or vector(0)) / "
-                + _rate(GW + "cache_lookups_total", f'{TENANT}, result=~"hit_.*|miss"')
+                + _rate(GW + "cache_lookups_total", f'{TENANT}, result=~"hit_.*|miss|verify"')
             },
             "percentunit",
             key=True,
@@ -357,8 +358,13 @@ CACHE = Dashboard(
             _quantiles(GW + "cache_similarity", "", qs=(0.5, 0.9)),
         ),
         Panel(
-            "Verification rejects by guard",
-            {"{{guard}}": _rate(GW + "cache_verification_rejects_total", TENANT, "guard")},
+            "Verifications by outcome (agree, disagree with the cached answer; failed)",
+            {"{{outcome}}": _rate(GW + "cache_verifications_total", TENANT, "outcome")},
+            "reqps",
+        ),
+        Panel(
+            "Candidates turned down by a guard (pre-filter)",
+            {"{{guard}}": _rate(GW + "cache_guard_rejects_total", TENANT, "guard")},
             "reqps",
         ),
         Panel(

@@ -18,6 +18,47 @@ class TenantCache(Strict):
     ttl_s: int | None = Field(default=None, ge=1, description="Lifetime of its entries.")
 
 
+class VerificationConfig(Strict):
+    """Verified semantic hits (gateway/cache/verified.py): the threshold is learned from
+    the model's own answers and keeps `max_error_rate`."""
+
+    max_error_rate: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="Most share of served semantic hits whose answer the model would not "
+        "have given (an upper confidence bound, at `confidence`, from the verifications).",
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Of that bound.")
+    verify_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Share of would-be hits above the learned threshold still verified "
+        "(answered by the model and compared) so the estimate follows the traffic.",
+    )
+    judge: Literal["exact", "embedding"] = Field(
+        default="exact",
+        description="How a fresh answer is compared with the cached one: the same text and "
+        "tool calls (exact), or answer embeddings at least `agree_similarity` alike.",
+    )
+    agree_similarity: float = Field(
+        default=0.95, gt=0, le=1, description="The `embedding` judge's least similarity."
+    )
+    scope: Literal["tenant", "model"] = Field(
+        default="tenant",
+        description="Whose verifications a threshold is learned from: each tenant's own "
+        "(per model; no tenant's traffic moves another's threshold) or every tenant's of "
+        "the model (learns faster; only where all tenants are trusted).",
+    )
+    evidence_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="Verification counts expire this long after their last update (a "
+        "changed model or traffic starts learning again).",
+    )
+
+
 class CacheConfig(Strict):
     """The gateway's response cache (exact + semantic tiers); absent means off."""
 
@@ -44,14 +85,22 @@ class CacheConfig(Strict):
         default=0.88,
         gt=0,
         le=1,
-        description="Least cosine similarity of a semantic candidate (see the evaluation).",
+        description="Least cosine similarity of a semantic candidate: with `verification`, "
+        "the floor below which a candidate is not even verified; without it, the threshold "
+        "served from (no error bound; see the evaluation).",
+    )
+    verification: VerificationConfig | None = Field(
+        default_factory=VerificationConfig,
+        description="Verified semantic hits under an error bound; null: a static threshold "
+        "and the guards decide alone (no bound).",
     )
     candidates: int = Field(
         default=4, ge=1, le=64, description="Nearest entries checked against the guards."
     )
     guards: list[Guard] = Field(
         default=["negation", "numbers", "entities", "contrast"],
-        description="Lexical checks a semantic candidate must pass to be served.",
+        description="Lexical checks a semantic candidate must pass to be served or "
+        "verified: a cheap pre-filter, not what the error bound rests on.",
     )
     cache_sampled: bool = Field(
         default=False,

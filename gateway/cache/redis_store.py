@@ -181,6 +181,24 @@ class RedisCacheStore:
             return None
         return CachedAnswer.from_json(answer)
 
+    # ---------------------------------------------------------- verification evidence
+
+    def evidence_key(self, scope: str) -> str:
+        """The Redis hash holding a scope's verification counts."""
+        return f"{self._prefix}:evidence:{scope}"
+
+    async def evidence(self, scope: str) -> dict[str, int]:
+        """The verification counts of a scope (hash field -> count; see verified.py)."""
+        counts = await self._call(self._redis.hgetall(self.evidence_key(scope)))
+        return {name.decode(): int(value) for name, value in counts.items()}
+
+    async def add_evidence(self, scope: str, field: str, ttl_s: int) -> None:
+        """Count one verification outcome; the scope's counts expire `ttl_s` after this."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hincrby(self.evidence_key(scope), field, 1)
+        pipe.expire(self.evidence_key(scope), ttl_s)
+        await self._call(pipe.execute())
+
     # ----------------------------------------------------------------- replica sync
 
     async def last_event_id(self) -> str:

@@ -2,25 +2,30 @@
 
 Lookup order inside the request's partition (see keys.py): the exact tier (one Redis
 round trip), then, if an embedder is configured, the semantic tier: embed the query,
-search this replica's index, check the best candidates against the threshold and the
-guards (decision.py), read the chosen answer back from Redis. The cache never fails a
-request: when Redis or the embedder misbehaves it steps aside (and says so in a metric
-and the response header) and the request goes to the model.
+search this replica's index, check the best candidates against the floor and the guards
+(decision.py), read the chosen answer back from Redis. With `verification` (the
+default) the candidate is then served only above the threshold learned from earlier
+verifications (verified.py); otherwise the lookup is a `verify`: the model answers, and
+its answer, once complete, is compared with the candidate's and counted in Redis. The
+cache never fails a request: when Redis or the embedder misbehaves it steps aside (and
+says so in a metric and the response header) and the request goes to the model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from gateway.cache.config import CacheConfig, TenantCache
+from gateway.cache.config import CacheConfig, TenantCache, VerificationConfig
 from gateway.cache.decision import decide
 from gateway.cache.index import VectorIndex
 from gateway.cache.keys import CacheKey, cache_key, cacheable, deterministic
@@ -32,6 +37,7 @@ from gateway.cache.redis_store import (
     RedisCacheStore,
 )
 from gateway.cache.replay import RecordingBackend, ReplayBackend
+from gateway.cache.verified import Evidence, choose, learned_threshold
 from gateway.targets import GenerationBackend, Served
 from schemas.errors import NotCached
 from schemas.openai import ChatCompletionRequest, CompletionRequest
@@ -39,7 +45,8 @@ from schemas.openai import ChatCompletionRequest, CompletionRequest
 log = logging.getLogger("raygate.cache")
 
 Status = Literal[
-    "hit", "miss", "bypass", "refresh", "off", "uncacheable", "unavailable", "not_cached"
+    "hit", "miss", "verify", "bypass", "refresh", "off", "uncacheable", "unavailable",
+    "not_cached",
 ]  # fmt: skip
 Embed = Callable[[str], Awaitable[np.ndarray]]
 
@@ -53,6 +60,16 @@ class CacheMetrics:
     similarity: Callable[[float], None] = lambda value: None
     guard_reject: Callable[[str, str], None] = lambda tenant, guard: None
     entries: Callable[[int], None] = lambda count: None
+    verification: Callable[[str, str], None] = lambda tenant, outcome: None
+
+
+@dataclass(frozen=True)
+class Verifying:
+    """A candidate not served but verified: the model's answer is compared with it."""
+
+    candidate: CachedAnswer
+    similarity: float
+    scope: str  # whose evidence the outcome counts in (see VerificationConfig.scope)
 
 
 @dataclass
@@ -68,6 +85,7 @@ class Lookup:
     similarity: float | None = None
     vector: np.ndarray | None = field(default=None, repr=False)
     reason: str | None = None  # why not_cached: the status the lookup would have had
+    verifying: Verifying | None = None
 
     @property
     def hit(self) -> bool:
@@ -75,7 +93,7 @@ class Lookup:
 
     @property
     def store(self) -> bool:
-        return self.key is not None and self.status in ("miss", "refresh")
+        return self.key is not None and self.status in ("miss", "verify", "refresh")
 
     def refusal(self) -> NotCached | None:
         """The error to answer with instead of calling the model, if any."""
@@ -119,6 +137,13 @@ class CacheQuery:
         return cls(tenant_id, tenant, model_id, max_tokens, cache_control(cache_control_header))
 
 
+def evidence_scope(verification: VerificationConfig | None, tenant_id: str, model_id: str) -> str:
+    """The evidence scope of a tenant's requests to a model (see VerificationConfig.scope)."""
+    owner = [model_id] if verification and verification.scope == "model" else []
+    owner = owner or [tenant_id, model_id]
+    return hashlib.sha256("\0".join(owner).encode()).hexdigest()[:32]
+
+
 class ResponseCache:
     def __init__(
         self,
@@ -128,15 +153,18 @@ class ResponseCache:
         embed: Embed | None,
         metrics: CacheMetrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        draw: Callable[[], float] = random.random,
     ):
         """`follower` reads the entry stream (a connection that may block); `embed`
-        turns a query into a vector (None: exact tier only)."""
+        turns a query into a vector (None: exact tier only); `draw` picks which would-be
+        hits are still verified (uniform in [0, 1))."""
         self._config = config
         self._store = store
         self._follower = follower
         self._embed = embed
         self._metrics = metrics or CacheMetrics()
         self._monotonic = monotonic
+        self._draw = draw
         self._index = VectorIndex(config.index_max_entries)
         self._down_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -209,13 +237,22 @@ class ResponseCache:
                 found.similarity = 1.0
                 return found
             if key.query is not None and self._embed is not None:
-                await self._semantic(found, key.query)
+                await self._semantic(found, key.query, self.scope_of(scope))
         except CacheStoreUnavailable as exc:
             self._step_aside(exc)
             return Lookup("unavailable", tenant_id)
         return found
 
-    async def _semantic(self, found: Lookup, query: str) -> None:
+    def scope_of(self, query: CacheQuery) -> str:
+        """Whose verification evidence `query`'s semantic hits rest on (a Redis key part)."""
+        return evidence_scope(self._config.verification, query.tenant_id, query.model_id)
+
+    async def evidence(self, query: CacheQuery) -> Evidence:
+        """The verification outcomes counted so far for `query`'s scope. Raises
+        CacheStoreUnavailable when Redis does not answer in time."""
+        return Evidence.from_counts(await self._store.evidence(self.scope_of(query)))
+
+    async def _semantic(self, found: Lookup, query: str, scope: str) -> None:
         assert self._embed is not None and found.key is not None
         try:
             found.vector = await self._embed(query)
@@ -235,14 +272,27 @@ class ResponseCache:
             answer = await self._store.get(chosen.entry_id, key.partition)
             if answer is not None:
                 if answer.completion_tokens <= key.max_tokens:
-                    found.status, found.answer, found.tier = "hit", answer, "semantic"
-                    found.similarity = chosen.similarity
+                    await self._serve_or_verify(found, answer, chosen.similarity, scope)
                 return
             # Gone from Redis (evicted, expired, replaced): forget it here too and decide
             # again among the other candidates (at most `candidates` round trips).
             self._index.remove(chosen.entry_id)
             candidates = [c for c in candidates if c.entry_id != chosen.entry_id]
             chosen = decide(query, candidates, threshold, guards).chosen
+
+    async def _serve_or_verify(
+        self, found: Lookup, answer: CachedAnswer, similarity: float, scope: str
+    ) -> None:
+        found.tier, found.similarity = "semantic", similarity
+        verification = self._config.verification
+        if verification is not None:
+            evidence = Evidence.from_counts(await self._store.evidence(scope))
+            bound, confidence = verification.max_error_rate, verification.confidence
+            threshold = learned_threshold(evidence, bound, confidence)
+            if choose(similarity, threshold, verification.verify_share, self._draw()) == "verify":
+                found.status, found.verifying = "verify", Verifying(answer, similarity, scope)
+                return
+        found.status, found.answer = "hit", answer
 
     def charge(self, lookup: Lookup, tokens: int) -> int:
         """Tokens to charge the quota for a request that used `tokens`."""
@@ -256,9 +306,39 @@ class ResponseCache:
         """Store a complete answer in the background (the response is not delayed)."""
         if not lookup.store:
             return
-        task = asyncio.get_running_loop().create_task(self._put(lookup, answer))
+        self._background(self._put(lookup, answer))
+        if lookup.verifying is not None:
+            self._background(self._verify(lookup.tenant, lookup.verifying, answer))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _verify(self, tenant: str, verifying: Verifying, fresh: CachedAnswer) -> None:
+        """Judge the model's fresh answer against the candidate's; count the outcome."""
+        verification = self._config.verification
+        assert verification is not None
+        try:
+            agreed = await self._agree(verification, verifying.candidate, fresh)
+            name = Evidence.field(verifying.similarity, agreed)
+            await self._store.add_evidence(verifying.scope, name, verification.evidence_ttl_s)
+        except Exception as exc:  # the judge or Redis failed: this outcome is not counted
+            log.warning("cache verification not counted: %s", exc)
+            self._metrics.verification(tenant, "failed")
+            return
+        self._metrics.verification(tenant, "agree" if agreed else "disagree")
+
+    async def _agree(
+        self, verification: VerificationConfig, cached: CachedAnswer, fresh: CachedAnswer
+    ) -> bool:
+        calls = [(c.name, c.arguments) for c in cached.tool_calls]
+        if calls != [(c.name, c.arguments) for c in fresh.tool_calls]:
+            return False
+        if verification.judge == "exact" or self._embed is None:
+            return cached.text.strip() == fresh.text.strip()
+        a, b = await asyncio.gather(self._embed(cached.text), self._embed(fresh.text))
+        return float(np.dot(a, b)) >= verification.agree_similarity
 
     async def _put(self, lookup: Lookup, answer: CachedAnswer) -> None:
         key = lookup.key

@@ -8,10 +8,15 @@ which never call the model (a miss is a 504).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
+from gateway.cache.config import CacheConfig
+from gateway.cache.service import evidence_scope
+from gateway.cache.verified import bin_of
 from tests.integration.conftest import (
     CACHE_A_KEY,
     CACHE_B_KEY,
@@ -69,7 +74,29 @@ def sse_chunks(response: httpx.Response) -> list[dict[str, Any]]:
     return [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
 
 
-def test_miss_then_exact_hit_then_semantic_hit(cluster: Cluster) -> None:
+def counted(cluster: Cluster, metric: str, label: str, tenant: str, value: str) -> float:
+    totals = counter_totals(cluster, f"raygate_gateway_{metric}", label, tenant=tenant)
+    return totals.get(value, 0)
+
+
+@contextmanager
+def certified(cluster: Cluster, tenant: str) -> Iterator[None]:
+    """Verification evidence in the cache's Redis that certifies every similarity from
+    the floor up for `tenant`'s requests to the local model (what some 300 agreeing
+    verifications per bin would leave), removed afterwards."""
+    config = CacheConfig.model_validate(cluster.args["cache"])
+    scope = evidence_scope(config.verification, tenant, cluster.llm_id)
+    key = f"{config.key_prefix}:evidence:{scope}"
+    floor = bin_of(config.similarity_threshold)
+    redis = cluster.cache_redis.client()
+    redis.hset(key, mapping={f"a:{b}": 300 for b in range(floor, bin_of(1.0) + 1)})
+    try:
+        yield
+    finally:
+        redis.delete(key)
+
+
+def test_miss_then_exact_hit_then_verified_semantic_hits(cluster: Cluster) -> None:
     question = "What is the capital of France? Answer in one short sentence."
     first = post(cluster, chat(cluster, question))
     text = answered(first)
@@ -79,23 +106,49 @@ def test_miss_then_exact_hit_then_semantic_hit(cluster: Cluster) -> None:
     assert exact.headers["x-raygate-cache-tier"] == "exact"
     assert answered(exact) == text and exact.json()["id"] != first.json()["id"]
     validate(exact.json(), "CreateChatCompletionResponse")
-    # The same question, reworded: every gateway replica finds it through its index.
+    # Reworded, with nothing learned yet: the model answers, and its answer is compared.
     paraphrase = "What's the capital city of France? Answer in one short sentence."
-    for _ in range(4):  # two replicas; each probe goes to either
-        semantic = cached(cluster, chat(cluster, paraphrase))
-        assert semantic.headers["x-raygate-cache-tier"] == "semantic"
-        assert float(semantic.headers["x-raygate-cache-similarity"]) >= 0.88
-        assert answered(semantic) == text
+    verified = post(cluster, chat(cluster, paraphrase))
+    assert verified.headers["x-raygate-cache"] == "verify", verified.headers
+    assert float(verified.headers["x-raygate-cache-similarity"]) >= 0.88
+    answered(verified)
     wait_until(
         lambda: (
-            counter_totals(
-                cluster, "raygate_gateway_cache_lookups_total", "result", tenant="cache-a"
-            ).get("hit_semantic", 0)
-            >= 4
+            sum(
+                counted(cluster, "cache_verifications_total", "outcome", "cache-a", o)
+                for o in ("agree", "disagree")
+            )
+            >= 1
         ),
+        60,
+        "the verification counted in raygate_gateway_cache_verifications_total",
+    )
+    # Once the evidence certifies the similarity, every gateway replica serves it.
+    reworded = "Tell me the capital city of France. Answer in one short sentence."
+    with certified(cluster, "cache-a"):
+        for _ in range(4):  # two replicas; each probe goes to either
+            semantic = cached(cluster, chat(cluster, reworded))
+            assert semantic.headers["x-raygate-cache-tier"] == "semantic"
+            assert float(semantic.headers["x-raygate-cache-similarity"]) >= 0.88
+    wait_until(
+        lambda: counted(cluster, "cache_lookups_total", "result", "cache-a", "hit_semantic") >= 4,
         60,
         "semantic hits counted in raygate_gateway_cache_lookups_total",
     )
+
+
+def test_a_near_miss_is_never_served_before_the_evidence_says_so(cluster: Cluster) -> None:
+    """The inverted question (0.978 similar) after its partner was answered: no replica
+    serves the cached answer; the model answers it, and the outcome is counted."""
+    legal = "Is it legal to record a phone call? Answer yes or no."
+    answered(post(cluster, chat(cluster, legal), CACHE_B_KEY))
+    cached(cluster, chat(cluster, legal), CACHE_B_KEY)  # stored
+    inverted = chat(cluster, "Is it illegal to record a phone call? Answer yes or no.")
+    for _ in range(4):  # two replicas
+        probe = post(cluster, inverted, CACHE_B_KEY, cache_control="only-if-cached")
+        assert probe.status_code == 504, probe.text
+    fresh = post(cluster, inverted, CACHE_B_KEY)
+    assert fresh.headers["x-raygate-cache"] == "verify" and answered(fresh)
 
 
 def test_a_streamed_answer_is_stored_and_replayed_as_valid_sse(cluster: Cluster) -> None:
@@ -194,7 +247,7 @@ def test_cache_redis_down_steps_aside(cluster: Cluster) -> None:
         cluster.cache_redis.start()
     # Back: the cache works again once Redis is (stores resume after the pause).
     wait_until(
-        lambda: post(cluster, body).headers["x-raygate-cache"] in ("miss", "hit"),
+        lambda: post(cluster, body).headers["x-raygate-cache"] in ("miss", "verify", "hit"),
         10,
         "the cache to be used again",
     )

@@ -20,6 +20,7 @@ from gateway.build import build_cache
 from gateway.cache.config import CacheConfig, TenantCache
 from gateway.cache.redis_store import CachedAnswer, RedisCacheStore
 from gateway.cache.service import CacheMetrics, CacheQuery, Embed, Lookup, ResponseCache
+from gateway.cache.verified import Evidence
 from gateway.redis_conn import redis_client
 from loadtests.eval_cache import load_pairs
 from schemas.openai import ChatCompletionRequest
@@ -45,10 +46,12 @@ class Recorder(CacheMetrics):
         self.lookups: list[str] = []
         self.stores: list[str] = []
         self.rejects: list[str] = []
+        self.verifications: list[str] = []
         super().__init__(
             lookup=lambda _, result: self.lookups.append(result),
             store=lambda _, result: self.stores.append(result),
             guard_reject=lambda _, guard: self.rejects.append(guard),
+            verification=lambda _, outcome: self.verifications.append(outcome),
         )
 
 
@@ -58,14 +61,15 @@ class Make:
     def __init__(self, redis_url: str, embed: Embed):
         self.prefix = f"test:{uuid.uuid4().hex}"
         self.made: list[ResponseCache] = []
-        self._url, self._embed = redis_url, embed
+        self.url, self._embed = redis_url, embed
 
     def __call__(
         self, url: str | None = None, metrics: CacheMetrics | None = None, **config: Any
     ) -> ResponseCache:
-        cfg = CacheConfig(
-            redis_url=url or self._url, key_prefix=self.prefix, embedder="e", **config
-        )
+        # Without `verification` a test gets the static threshold: the tests of the index
+        # and the tiers see semantic hits at once; verified hits have tests of their own.
+        config.setdefault("verification", None)
+        cfg = CacheConfig(redis_url=url or self.url, key_prefix=self.prefix, embedder="e", **config)
         cache = build_cache(cfg, self._embed, metrics or CacheMetrics())
         cache.start()
         self.made.append(cache)
@@ -182,6 +186,53 @@ async def test_near_misses_are_turned_down_by_guards(make: Make) -> None:
     await indexed(cache, 1)
     found = await lookup(cache, ask("Can I not get a refund?"))
     assert found.status == "miss" and metrics.rejects == ["negation"]
+
+
+async def test_a_cold_cache_verifies_instead_of_serving(make: Make) -> None:
+    """Nothing learned yet: a semantic candidate is not served, not even the inverted
+    question at 0.978; the model answers, and its answer, compared with the candidate's,
+    is counted for the tenant's threshold."""
+    metrics = Recorder()
+    cache = make(metrics=metrics, verification={})
+    answer = "Yes, if one party consents."
+    await store(cache, ask("Is it legal to record a phone call?"), answer)
+    await indexed(cache, 1)
+    found = await lookup(cache, ask("Is recording a phone call legal?"))
+    assert (found.status, found.hit, found.store) == ("verify", False, True)
+    assert found.headers()["x-raygate-cache"] == "verify" and found.similarity is not None
+    cache.remember(found, CachedAnswer(answer, 6))  # the model agrees
+    await cache.drain()
+    near = await lookup(cache, ask("Is it illegal to record a phone call?"))
+    assert near.status == "verify" and near.similarity is not None and near.similarity > 0.97
+    cache.remember(near, CachedAnswer("Only without anyone's consent.", 5))
+    await cache.drain()
+    assert metrics.verifications == ["agree", "disagree"]
+    assert metrics.lookups == ["miss", "verify", "verify"]
+    counted = await cache.evidence(CacheQuery.of("t1", ON, "m", 64))
+    assert counted.verifications == 2
+    await indexed(cache, 3)  # the fresh answers are stored as entries of their own
+
+
+async def test_replicas_serve_from_the_threshold_learned_together(make: Make) -> None:
+    """The evidence is in Redis: once it certifies a similarity for a tenant, every
+    replica serves from there; another tenant's threshold is its own."""
+    replicas = [make(verification={"verify_share": 0}) for _ in range(2)]
+    for tenant in ("t1", "t2"):
+        await store(replicas[0], ask("How do I reset my password?"), "Click.", tenant=tenant)
+    for replica in replicas:
+        await indexed(replica, 2)
+    paraphrase = ask("How can I reset my password?")
+    first = await lookup(replicas[1], paraphrase)
+    assert first.status == "verify" and first.similarity is not None
+    t1 = CacheQuery.of("t1", ON, "m", 64)
+    async with direct_store(make.url, make.prefix) as direct:
+        field = Evidence.field(first.similarity, agreed=True)
+        for _ in range(299):  # a Clopper-Pearson bound under 1% at 95%, no disagreement
+            await direct.add_evidence(replicas[0].scope_of(t1), field, 3600)
+    for replica in replicas:
+        served = await lookup(replica, paraphrase)
+        assert (served.status, served.tier) == ("hit", "semantic") and served.answer is not None
+    assert (await lookup(replicas[0], paraphrase, tenant="t2")).status == "verify"
 
 
 async def test_ttl_expiry(make: Make, redis_server: RedisServer) -> None:
