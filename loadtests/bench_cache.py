@@ -3,12 +3,15 @@
 1. Gateway (local profile under `serve run`, its own Redis): sequential non-streaming
    chats. Exact hits (the stored question again), semantic hits (a fixed paraphrase),
    misses (new questions: the model answers, then the answer is stored) and, as the
-   floor of any request on this machine, GET /health.
+   floor of any request on this machine, GET /health. Semantic hits are verified ones:
+   evidence certifying every similarity is written first (what ~300 agreeing
+   verifications per bin leave), so the evidence read is in every hit's time.
 2. Index (the gateway's ResponseCache and Redis store, in this process): N entries in
    one partition (the worst case: a single-turn FAQ tenant), random 384-d vectors.
    Bulk store rate, cold start of a new replica, lookup latency (Redis exact tier,
-   FAISS search, guards, read-back), search alone, put -> visible on another replica,
-   and the index's memory.
+   FAISS search, guards, read-back) with a static threshold and with verification (the
+   evidence read added to every semantic hit), search alone, put -> visible on another
+   replica, and the index's memory.
 
 Writes loadtests/results/cache.{json,md}.
 
@@ -33,11 +36,12 @@ import numpy as np
 import psutil
 
 from gateway.build import build_cache
-from gateway.cache.config import CacheConfig, TenantCache
+from gateway.cache.config import CacheConfig, TenantCache, VerificationConfig
 from gateway.cache.index import IndexedEntry, VectorIndex
 from gateway.cache.keys import cache_key
 from gateway.cache.redis_store import CachedAnswer, RedisCacheStore
-from gateway.cache.service import CacheMetrics, CacheQuery, ResponseCache
+from gateway.cache.service import CacheMetrics, CacheQuery, ResponseCache, evidence_scope
+from gateway.cache.verified import bin_of
 from gateway.redis_conn import redis_client
 from loadtests.harness import (
     RESULTS,
@@ -60,12 +64,25 @@ PARAPHRASE = "What's the capital city of France? Answer in one short sentence."
 DIMENSIONS = 384
 
 
+def sync_redis(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
 def summary(samples_ms: list[float]) -> dict[str, float]:
     return {
         "n": len(samples_ms),
         "p50_ms": round(percentile(samples_ms, 0.5), 2),
         "p95_ms": round(percentile(samples_ms, 0.95), 2),
     }
+
+
+def certify(redis: Any, prefix: str, config: CacheConfig, tenant: str, model: str) -> None:
+    """Evidence that certifies every similarity from the floor up (sync redis client)."""
+    scope = evidence_scope(config.verification, tenant, model)
+    counts = {f"a:{b}": 300 for b in range(bin_of(config.similarity_threshold), bin_of(1) + 1)}
+    redis.hset(f"{prefix}:evidence:{scope}", mapping=counts)
 
 
 # ------------------------------------------------------------------- 1. gateway
@@ -92,7 +109,10 @@ def timed(
     return elapsed, response
 
 
-def gateway_latency(base_url: str, model: str, requests: int, misses: int) -> dict[str, Any]:
+def gateway_latency(
+    base_url: str, model: str, requests: int, misses: int, certified: Callable[[], None]
+) -> dict[str, Any]:
+    certified()
     with httpx.Client(base_url=base_url, timeout=120) as client:
         timed(client, chat(model, QUESTION))
         deadline = time.monotonic() + 30
@@ -183,7 +203,11 @@ async def index_at(url: str, entries: int, lookups: int) -> dict[str, Any]:
         return current["v"]
 
     config = CacheConfig(
-        redis_url=url, key_prefix=f"bench:{uuid.uuid4().hex}", embedder="e", timeout_s=1.0
+        redis_url=url,
+        key_prefix=f"bench:{uuid.uuid4().hex}",
+        embedder="e",
+        timeout_s=1.0,
+        verification=None,
     )
     store = RedisCacheStore(redis_client(url, None, 5.0), 5.0, config.key_prefix, 1_000_000)
     tenant = TenantCache()
@@ -201,6 +225,9 @@ async def index_at(url: str, entries: int, lookups: int) -> dict[str, Any]:
 
     rss_before = rss_mib()
     reader = build_cache(config, embed, CacheMetrics())
+    verified_config = config.model_copy(update={"verification": VerificationConfig(verify_share=0)})
+    verified = build_cache(verified_config, embed, CacheMetrics())
+    certify(sync_redis(url), config.key_prefix, verified_config, "bench", "m")
     start = time.perf_counter()
     reader.start()
     await reader.synced.wait()
@@ -208,8 +235,10 @@ async def index_at(url: str, entries: int, lookups: int) -> dict[str, Any]:
     index_mib = rss_mib() - rss_before
     assert reader.index_size == entries
 
-    lookup_ms, search_ms = [], []
-    hits = 0
+    verified.start()
+    await verified.synced.wait()
+    lookup_ms, verified_ms, search_ms = [], [], []
+    hits = verified_hits = 0
     index = VectorIndex(
         config.index_max_entries
     )  # the same index alone, for the cost of the search itself
@@ -224,18 +253,25 @@ async def index_at(url: str, entries: int, lookups: int) -> dict[str, Any]:
         lookup_ms.append((time.perf_counter() - t0) * 1000)
         hits += found.tier == "semantic"
         t0 = time.perf_counter()
+        found = await verified.lookup(CacheQuery.of("bench", tenant, "m", 64), ask(f"q{i}!"))
+        verified_ms.append((time.perf_counter() - t0) * 1000)
+        verified_hits += found.hit and found.tier == "semantic"
+        t0 = time.perf_counter()
         index.search(key.partition, current["v"], config.candidates)
         search_ms.append((time.perf_counter() - t0) * 1000)
 
     visible_ms = await put_to_visible_ms(store, reader, key.partition, entries, rng)
     await reader.stop()
+    await verified.stop()
     return {
         "entries": entries,
         "bulk_store_per_s": round(entries / put_s),
         "cold_start_s": round(rebuild_s, 2),
         "index_rss_mib": round(index_mib),
         "semantic_hit_rate": hits / lookups,
+        "verified_hit_rate": verified_hits / lookups,
         "lookup": summary(lookup_ms),
+        "verified_lookup": summary(verified_ms),
         "faiss_search": summary(search_ms),
         "put_to_visible": summary(visible_ms),
     }
@@ -262,7 +298,7 @@ def markdown(record: dict[str, Any]) -> str:
         names = {
             "health": "GET /health (Serve proxy + gateway, no work)",
             "exact_hit": "exact hit",
-            "semantic_hit": "semantic hit",
+            "semantic_hit": "semantic hit (verified: evidence read included)",
             "miss": "miss (the model answers; stored afterwards)",
         }
         for key, label in names.items():
@@ -274,13 +310,15 @@ def markdown(record: dict[str, Any]) -> str:
             "## Index (one partition, 384-d, in-process FAISS flat + Redis)",
             "",
             "| entries | bulk store /s | cold start s | index MiB | lookup p50/p95 ms "
-            "| FAISS search p50/p95 ms | put -> other replica p50/p95 ms |",
-            "|---|---|---|---|---|---|---|",
+            "| verified lookup p50/p95 ms | FAISS search p50/p95 ms "
+            "| put -> other replica p50/p95 ms |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in record["index"]:
             lines.append(
                 f"| {r['entries']} | {r['bulk_store_per_s']} | {r['cold_start_s']} "
                 f"| {r['index_rss_mib']} | {r['lookup']['p50_ms']} / {r['lookup']['p95_ms']} "
+                f"| {r['verified_lookup']['p50_ms']} / {r['verified_lookup']['p95_ms']} "
                 f"| {r['faiss_search']['p50_ms']} / {r['faiss_search']['p95_ms']} "
                 f"| {r['put_to_visible']['p50_ms']} / {r['put_to_visible']['p95_ms']} |"
             )
@@ -324,7 +362,12 @@ def gateway(redis_url: str, workdir: Path, requests: int, misses: int) -> dict[s
     server: Server = serve_server("raygate", profile, free_port(), workdir, log)
     server.start(ready_path="/ready", timeout_s=300)
     try:
-        return gateway_latency(server.base_url, model, requests, misses)
+        config = CacheConfig.model_validate(profile["applications"][0]["args"]["cache"])
+
+        def certified() -> None:
+            certify(sync_redis(redis_url), config.key_prefix, config, "local", model)
+
+        return gateway_latency(server.base_url, model, requests, misses, certified)
     finally:
         server.stop()
 

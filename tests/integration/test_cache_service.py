@@ -64,13 +64,17 @@ class Make:
         self.url, self._embed = redis_url, embed
 
     def __call__(
-        self, url: str | None = None, metrics: CacheMetrics | None = None, **config: Any
+        self,
+        url: str | None = None,
+        metrics: CacheMetrics | None = None,
+        embed: Embed | None = None,
+        **config: Any,
     ) -> ResponseCache:
         # Without `verification` a test gets the static threshold: the tests of the index
         # and the tiers see semantic hits at once; verified hits have tests of their own.
         config.setdefault("verification", None)
         cfg = CacheConfig(redis_url=url or self.url, key_prefix=self.prefix, embedder="e", **config)
-        cache = build_cache(cfg, self._embed, metrics or CacheMetrics())
+        cache = build_cache(cfg, embed or self._embed, metrics or CacheMetrics())
         cache.start()
         self.made.append(cache)
         return cache
@@ -211,6 +215,33 @@ async def test_a_cold_cache_verifies_instead_of_serving(make: Make) -> None:
     counted = await cache.evidence(CacheQuery.of("t1", ON, "m", 64))
     assert counted.verifications == 2
     await indexed(cache, 3)  # the fresh answers are stored as entries of their own
+
+
+async def test_the_embedding_judge_and_a_judge_that_fails(make: Make, embed: Embed) -> None:
+    """Answers compared by their embeddings: alike agree, unlike disagree; when the judge
+    cannot embed, the outcome is not counted and nothing else fails."""
+
+    async def judged(text: str) -> np.ndarray:
+        if text.startswith("BROKEN"):
+            raise RuntimeError("embedder down")
+        return await embed(text)
+
+    metrics = Recorder()
+    cache = make(metrics=metrics, embed=judged, verification={"judge": "embedding"})
+    await store(cache, ask("Is it legal to record a phone call?"), "Yes, with consent.")
+    await indexed(cache, 1)
+    asked = {  # each a new wording (a repeated one would be an exact hit of the last)
+        "Is recording a phone call legal?": "Yes, with consent!",
+        "Is it lawful to record a phone call?": "Paris is the capital of France.",
+        "Can I legally record a phone call?": "BROKEN",
+    }
+    for question, fresh in asked.items():
+        found = await lookup(cache, ask(question))
+        assert found.status == "verify"
+        cache.remember(found, CachedAnswer(fresh, 4))
+        await cache.drain()
+    assert metrics.verifications == ["agree", "disagree", "failed"]
+    assert (await cache.evidence(CacheQuery.of("t1", ON, "m", 64))).verifications == 2
 
 
 async def test_replicas_serve_from_the_threshold_learned_together(make: Make) -> None:
