@@ -33,6 +33,7 @@ from gateway.api import make_api
 from gateway.auth import KeyRing, TenantsFile, load_tenants
 from gateway.backends import Backends, Handles, Probe, serve_backends
 from gateway.cache.config import CacheConfig
+from gateway.cache.judge import Judge, embedding_judge, exact_judge, model_judge
 from gateway.cache.redis_store import RedisCacheStore
 from gateway.cache.service import CacheMetrics, Embed, ResponseCache
 from gateway.config import AppConfig
@@ -47,7 +48,7 @@ from gateway.redis_conn import redis_client
 from gateway.rerank import RerankerTarget, RerankService
 from gateway.routing.catalog import ModelCatalog
 from gateway.routing.planner import RoutePlanner
-from gateway.targets import LLMTarget
+from gateway.targets import LLMTarget, ModelBackend
 from gateway.tokenize import TokenizeService
 from schemas.embeddings import EmbeddingResult
 
@@ -80,7 +81,12 @@ def _password(env: str | None) -> str | None:
     return os.environ.get(env) if env else None
 
 
-def build_cache(config: CacheConfig, embed: Embed | None, metrics: CacheMetrics) -> ResponseCache:
+def build_cache(
+    config: CacheConfig,
+    embed: Embed | None,
+    metrics: CacheMetrics,
+    models: Mapping[str, ModelBackend] | None = None,
+) -> ResponseCache:
     password = _password(config.redis_password_env)
     store = RedisCacheStore(
         redis_client(config.redis_url, password, config.timeout_s),
@@ -95,7 +101,23 @@ def build_cache(config: CacheConfig, embed: Embed | None, metrics: CacheMetrics)
         config.key_prefix,
         config.stream_maxlen,
     )
-    return ResponseCache(config, store, follower, embed, metrics)
+    return ResponseCache(
+        config, store, follower, embed, metrics, judge=_judge(config, embed, models)
+    )
+
+
+def _judge(
+    config: CacheConfig, embed: Embed | None, models: Mapping[str, ModelBackend] | None
+) -> Judge:
+    verification = config.verification
+    if verification is None or verification.judge == "exact":
+        return exact_judge()
+    if verification.judge == "embedding":
+        if embed is None:
+            raise ValueError("cache verification judge 'embedding' needs cache.embedder")
+        return embedding_judge(embed, verification.agree_similarity)
+    assert verification.judge_model is not None  # checked by the config
+    return model_judge((models or {})[verification.judge_model])
 
 
 async def _embed_one(target: EmbedderTarget, text: str) -> Any:
@@ -187,7 +209,8 @@ def build_services(
     if config.cache is not None:
         embedder = config.cache.embedder
         embed = None if embedder is None else partial(_embed_one, targets.embedders[embedder])
-        cache = build_cache(config.cache, embed, metrics.cache_metrics())
+        llms = {model_id: target.backend for model_id, target in targets.llms.items()}
+        cache = build_cache(config.cache, embed, metrics.cache_metrics(), llms)
     llm_aliases = {a: m.id for m in config.models for a in m.aliases}
     planner = RoutePlanner(
         targets.llms,

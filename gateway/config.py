@@ -105,6 +105,9 @@ class AppConfig(Strict):
         embedder = self.cache.embedder if self.cache else None
         if embedder is not None and embedder not in {e.id for e in self.embedders}:
             raise ValueError(f"cache.embedder '{embedder}' is not an embedder id")
+        verification = self.cache.verification if self.cache else None
+        if verification and verification.judge_model not in (None, *llm_ids):
+            raise ValueError(f"cache judge_model '{verification.judge_model}' is not a model id")
         return self
 
     def _check_routing(self, generation_ids: set[str], all_names: set[str]) -> None:

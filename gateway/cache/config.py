@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.strict import Strict
 
@@ -37,14 +37,25 @@ class VerificationConfig(Strict):
         description="Share of would-be hits above the learned threshold still verified "
         "(answered by the model and compared) so the estimate follows the traffic.",
     )
-    judge: Literal["exact", "embedding"] = Field(
+    judge: Literal["exact", "embedding", "model"] = Field(
         default="exact",
         description="How a fresh answer is compared with the cached one: the same text and "
-        "tool calls (exact), or answer embeddings at least `agree_similarity` alike.",
+        "tool calls (exact), answer embeddings at least `agree_similarity` alike "
+        "(embedding, with the cache's embedder), or `judge_model` asked whether they agree.",
     )
     agree_similarity: float = Field(
         default=0.95, gt=0, le=1, description="The `embedding` judge's least similarity."
     )
+    judge_model: str | None = Field(
+        default=None, description="The `model` judge: a model id from `models`."
+    )
+
+    @model_validator(mode="after")
+    def _judge_has_model(self) -> VerificationConfig:
+        if self.judge == "model" and self.judge_model is None:
+            raise ValueError("verification.judge 'model' needs verification.judge_model")
+        return self
+
     scope: Literal["tenant", "model"] = Field(
         default="tenant",
         description="Whose verifications a threshold is learned from: each tenant's own "

@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ import numpy as np
 from gateway.cache.config import CacheConfig, TenantCache, VerificationConfig
 from gateway.cache.decision import decide
 from gateway.cache.index import VectorIndex
+from gateway.cache.judge import Embed, Judge, exact_judge
 from gateway.cache.keys import CacheKey, cache_key, cacheable, deterministic
 from gateway.cache.redis_store import (
     CachedAnswer,
@@ -48,7 +49,6 @@ Status = Literal[
     "hit", "miss", "verify", "bypass", "refresh", "off", "uncacheable", "unavailable",
     "not_cached",
 ]  # fmt: skip
-Embed = Callable[[str], Awaitable[np.ndarray]]
 
 
 @dataclass
@@ -67,6 +67,7 @@ class CacheMetrics:
 class Verifying:
     """A candidate not served but verified: the model's answer is compared with it."""
 
+    question: str  # the query text the model answered afresh
     candidate: CachedAnswer
     similarity: float
     scope: str  # whose evidence the outcome counts in (see VerificationConfig.scope)
@@ -153,11 +154,13 @@ class ResponseCache:
         embed: Embed | None,
         metrics: CacheMetrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        judge: Judge | None = None,
         draw: Callable[[], float] = random.random,
     ):
         """`follower` reads the entry stream (a connection that may block); `embed`
-        turns a query into a vector (None: exact tier only); `draw` picks which would-be
-        hits are still verified (uniform in [0, 1))."""
+        turns a query into a vector (None: exact tier only); `judge` compares a
+        verification's answers (default: exact); `draw` picks which would-be hits are
+        still verified (uniform in [0, 1))."""
         self._config = config
         self._store = store
         self._follower = follower
@@ -165,6 +168,7 @@ class ResponseCache:
         self._metrics = metrics or CacheMetrics()
         self._monotonic = monotonic
         self._draw = draw
+        self._judge = judge or exact_judge()
         self._index = VectorIndex(config.index_max_entries)
         self._down_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -272,7 +276,7 @@ class ResponseCache:
             answer = await self._store.get(chosen.entry_id, key.partition)
             if answer is not None:
                 if answer.completion_tokens <= key.max_tokens:
-                    await self._serve_or_verify(found, answer, chosen.similarity, scope)
+                    await self._serve_or_verify(found, query, answer, chosen.similarity, scope)
                 return
             # Gone from Redis (evicted, expired, replaced): forget it here too and decide
             # again among the other candidates (at most `candidates` round trips).
@@ -281,7 +285,7 @@ class ResponseCache:
             chosen = decide(query, candidates, threshold, guards).chosen
 
     async def _serve_or_verify(
-        self, found: Lookup, answer: CachedAnswer, similarity: float, scope: str
+        self, found: Lookup, query: str, answer: CachedAnswer, similarity: float, scope: str
     ) -> None:
         found.tier, found.similarity = "semantic", similarity
         verification = self._config.verification
@@ -290,7 +294,8 @@ class ResponseCache:
             bound, confidence = verification.max_error_rate, verification.confidence
             threshold = learned_threshold(evidence, bound, confidence)
             if choose(similarity, threshold, verification.verify_share, self._draw()) == "verify":
-                found.status, found.verifying = "verify", Verifying(answer, similarity, scope)
+                verifying = Verifying(query, answer, similarity, scope)
+                found.status, found.verifying = "verify", verifying
                 return
         found.status, found.answer = "hit", answer
 
@@ -320,7 +325,7 @@ class ResponseCache:
         verification = self._config.verification
         assert verification is not None
         try:
-            agreed = await self._agree(verification, verifying.candidate, fresh)
+            agreed = await self._judge(verifying.question, verifying.candidate, fresh)
             name = Evidence.field(verifying.similarity, agreed)
             await self._store.add_evidence(verifying.scope, name, verification.evidence_ttl_s)
         except Exception as exc:  # the judge or Redis failed: this outcome is not counted
@@ -328,17 +333,6 @@ class ResponseCache:
             self._metrics.verification(tenant, "failed")
             return
         self._metrics.verification(tenant, "agree" if agreed else "disagree")
-
-    async def _agree(
-        self, verification: VerificationConfig, cached: CachedAnswer, fresh: CachedAnswer
-    ) -> bool:
-        calls = [(c.name, c.arguments) for c in cached.tool_calls]
-        if calls != [(c.name, c.arguments) for c in fresh.tool_calls]:
-            return False
-        if verification.judge == "exact" or self._embed is None:
-            return cached.text.strip() == fresh.text.strip()
-        a, b = await asyncio.gather(self._embed(cached.text), self._embed(fresh.text))
-        return float(np.dot(a, b)) >= verification.agree_similarity
 
     async def _put(self, lookup: Lookup, answer: CachedAnswer) -> None:
         key = lookup.key

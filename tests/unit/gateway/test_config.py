@@ -54,6 +54,12 @@ def test_gpu_profile_differs_from_local_only_in_values() -> None:
         (lambda a: a["cache"].update(embedder="nope"), "cache.embedder 'nope'"),
         (lambda a: a["cache"].update(similarity_threshold=1.5), "similarity_threshold"),
         (lambda a: a["cache"].update(guards=["vibes"]), "guards"),
+        (lambda a: a["cache"].update(verification={"judge": "model"}), "needs .*judge_model"),
+        (
+            lambda a: a["cache"].update(verification={"judge": "model", "judge_model": "x"}),
+            "judge_model 'x' is not a model id",
+        ),
+        (lambda a: a["cache"].update(verification={"max_error_rate": 0}), "max_error_rate"),
         (lambda a: a["rerankers"][0].pop("kind"), "kind"),
         (lambda a: a["rerankers"][0].update(aliases=["default"]), "used twice"),
         (lambda a: a["routing"].update(first_token_timeouts={"fast": 5}), "first_token_timeouts"),
