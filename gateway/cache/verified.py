@@ -16,6 +16,12 @@ that is still verified so that the estimate follows the traffic; one below it (a
 the configured floor) is verified. Until enough agreements are seen there is no
 threshold and every candidate is verified: the cache starts exact-only and earns its
 semantic hits. Certifying 1% at 95% takes about 300 agreements with no disagreement.
+
+What the bound assumes: verified candidates are like served ones (a verification is
+chosen by similarity and chance, never by the answer), the traffic does not change
+faster than the evidence, and the judge is right. The edge is picked after looking at
+the evidence, so the 95% holds per edge rather than for all edges at once; the share
+still verified above the edge corrects an edge that looked better than it is.
 """
 
 from __future__ import annotations
