@@ -63,10 +63,10 @@ class Make:
     def __call__(
         self, url: str | None = None, metrics: CacheMetrics | None = None, **config: Any
     ) -> ResponseCache:
-        cfg = CacheConfig(
-            redis_url=url or self._url, key_prefix=self.prefix, embedder="e", **config
-        )
-        cache = build_cache(cfg, self._embed, metrics or CacheMetrics())
+        settings = {"redis_url": url or self._url, "key_prefix": self.prefix, "embedder": "e"}
+        cfg = CacheConfig(**(settings | config))  # embedder=None: the exact tier alone
+        embed = self._embed if cfg.embedder is not None else None
+        cache = build_cache(cfg, embed, metrics or CacheMetrics())
         cache.start()
         self.made.append(cache)
         return cache
@@ -136,7 +136,7 @@ async def test_exact_then_semantic_hits(make: Make) -> None:
     cache = make()
     first = await store(cache, ask("How do I reset my password?"), "Click 'Forgot password'.")
     assert first.status == "miss" and first.headers() == {"x-raygate-cache": "miss"}
-    exact = await lookup(cache, ask("How do I  reset my password? "))
+    exact = await lookup(cache, ask("How do I reset my password?"))
     assert exact.tier == "exact" and exact.answer is not None
     assert exact.answer.text == "Click 'Forgot password'."
     await indexed(cache, 1)
@@ -145,6 +145,23 @@ async def test_exact_then_semantic_hits(make: Make) -> None:
     assert 0.88 <= semantic.similarity < 1.0
     assert semantic.headers()["x-raygate-cache-tier"] == "semantic"
     assert (await lookup(cache, ask("What is the capital of France?"))).status == "miss"
+
+
+async def test_the_exact_tier_keys_on_the_text_as_sent(make: Make) -> None:
+    cache = make(embedder=None)  # the exact tier alone: nothing else can match
+    code = "Does this print 2?\nfor x in [1, 2]:\n    if x > 1:\n        print(x)\n    pass"
+    await store(cache, ask("Simplify x\u00b2 + x\u00b2."), "2x\u00b2")
+    await store(cache, ask(code), "Yes.")
+    assert (await lookup(cache, ask("Simplify x\u00b2 + x\u00b2."))).tier == "exact"
+    assert (await lookup(cache, ask(code))).tier == "exact"
+    others = [
+        "Simplify x2 + x2.",  # NFKC's reading of the first
+        "Simplify x\u00b2 + x\u00b2. ",
+        "Simplify  x\u00b2 + x\u00b2.",
+        code.replace("\n    pass", "\n        pass"),  # pass inside the if
+    ]
+    for other in others:
+        assert (await lookup(cache, ask(other))).status == "miss", other
 
 
 async def test_an_entry_written_by_one_replica_is_found_by_another(make: Make) -> None:
