@@ -347,7 +347,9 @@ CACHE = Dashboard(
                 "hit ratio": "("
                 + _rate(GW + "cache_lookups_total", f'{TENANT}, result=~"hit_.*"')
                 + " or vector(0)) / "
-                + _rate(GW + "cache_lookups_total", f'{TENANT}, result=~"hit_.*|miss"')
+                + _rate(
+                    GW + "cache_lookups_total", f'{TENANT}, result=~"hit_.*|miss|semantic_timeout"'
+                )
             },
             "percentunit",
             key=True,

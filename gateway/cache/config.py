@@ -40,6 +40,13 @@ class CacheConfig(Strict):
         default=None,
         description="Embedder id (from `embedders`) for the semantic tier; unset: exact only.",
     )
+    embed_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="Longest wait for a query's embedding; slower, the semantic tier steps "
+        "aside for that request (the exact tier still answers; an answer stored after it "
+        "is embedded again, within the same limit, or kept for the exact tier only).",
+    )
     similarity_threshold: float = Field(
         default=0.88,
         gt=0,

@@ -68,6 +68,7 @@ class Lookup:
     similarity: float | None = None
     vector: np.ndarray | None = field(default=None, repr=False)
     reason: str | None = None  # why not_cached: the status the lookup would have had
+    semantic_timeout: bool = False  # the embedding took over embed_timeout_s: no semantic tier
 
     @property
     def hit(self) -> bool:
@@ -153,6 +154,12 @@ class ResponseCache:
         log.warning("cache store unavailable, stepping aside: %s", exc)
         self._down_until = self._monotonic() + self._config.retry_after_s
 
+    async def _embed_within(self, query: str) -> np.ndarray:
+        """The query's embedding; TimeoutError (the call cancelled) after embed_timeout_s."""
+        assert self._embed is not None
+        async with asyncio.timeout(self._config.embed_timeout_s):
+            return await self._embed(query)
+
     async def lookup(
         self, query: CacheQuery, req: ChatCompletionRequest | CompletionRequest
     ) -> Lookup:
@@ -164,6 +171,8 @@ class ResponseCache:
         if "only-if-cached" in query.directives and not result.hit:
             result = Lookup("not_cached", query.tenant_id, reason=result.status)
         label = f"hit_{result.tier}" if result.hit else result.status
+        if result.semantic_timeout:
+            label = "semantic_timeout"  # a miss: the semantic tier stepped aside
         self._metrics.lookup(query.tenant_id, label)
         return result
 
@@ -218,7 +227,11 @@ class ResponseCache:
     async def _semantic(self, found: Lookup, query: str) -> None:
         assert self._embed is not None and found.key is not None
         try:
-            found.vector = await self._embed(query)
+            found.vector = await self._embed_within(query)
+        except TimeoutError:
+            log.warning("cache embedding too slow, semantic tier skipped")
+            found.semantic_timeout = True
+            return
         except Exception as exc:  # the embedder is down or overloaded: exact tier only
             log.warning("cache embedding failed, semantic tier skipped: %s", exc)
             return
@@ -266,9 +279,9 @@ class ResponseCache:
         vector = lookup.vector
         if vector is None and key.query is not None and self._embed is not None:
             try:
-                vector = await self._embed(key.query)
-            except Exception as exc:
-                log.warning("cache embedding failed, stored for the exact tier only: %s", exc)
+                vector = await self._embed_within(key.query)
+            except Exception as exc:  # TimeoutError included
+                log.warning("cache embedding failed, stored for the exact tier only: %r", exc)
         try:
             await self._store.put(key.partition, key.exact, key.query, vector, answer, lookup.ttl_s)
         except CacheStoreUnavailable as exc:
