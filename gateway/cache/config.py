@@ -16,6 +16,11 @@ class TenantCache(Strict):
 
     enabled: bool = Field(default=True, description="false: this tenant's requests skip it.")
     ttl_s: int | None = Field(default=None, ge=1, description="Lifetime of its entries.")
+    partition: Literal["tenant", "key"] = Field(
+        default="tenant",
+        description="tenant: all its keys share the cache; key: each key sees only the "
+        "answers given to that key (both tiers stay inside the key's partition).",
+    )
 
 
 class CacheConfig(Strict):

@@ -1,6 +1,7 @@
 """What a cached answer is keyed by (pure).
 
-An entry belongs to a *partition*: tenant, model and a fingerprint of everything that
+An entry belongs to a *partition*: tenant (and API key, for a tenant whose cache is
+partitioned per key), model and a fingerprint of everything that
 shapes the answer besides the last user message (the endpoint, system prompt, earlier
 turns, sampling parameters). Lookups never leave their partition, so two tenants, two
 models or two conversations never share an entry, whatever the similarity. Inside a
@@ -73,8 +74,13 @@ def cache_key(
     model_id: str,
     req: ChatCompletionRequest | CompletionRequest,
     max_tokens: int,
+    key_name: str | None = None,
 ) -> CacheKey:
+    """The keys of `req` in the partition of `tenant` and `model_id`, and of the API key
+    `key_name` where one is given (a tenant whose keys must not share answers)."""
     shape: dict[str, Any] = {"tenant": tenant, "model": model_id, "sampling": _sampling(req)}
+    if key_name is not None:
+        shape["key"] = key_name
     query: str | None
     if isinstance(req, ChatCompletionRequest):
         messages = [m.for_template() for m in req.messages]  # what the template reads

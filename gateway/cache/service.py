@@ -107,6 +107,7 @@ class CacheQuery:
     model_id: str  # the model routed to; a fallback's answer is not stored under it
     max_tokens: int  # what the answer may use (after context checks)
     directives: frozenset[str] = frozenset()
+    key_name: str | None = None  # the caller's key where the tenant partitions per key
 
     @classmethod
     def of(
@@ -116,8 +117,13 @@ class CacheQuery:
         model_id: str,
         max_tokens: int,
         cache_control_header: str | None = None,
+        key_name: str | None = None,
     ) -> CacheQuery:
-        return cls(tenant_id, tenant, model_id, max_tokens, cache_control(cache_control_header))
+        """The query of a request by the key `key_name`; the key scopes the partition only
+        where the tenant's cache is partitioned per key (`partition: key`)."""
+        own = key_name if tenant.partition == "key" else None
+        directives = cache_control(cache_control_header)
+        return cls(tenant_id, tenant, model_id, max_tokens, directives, own)
 
 
 class ResponseCache:
@@ -206,7 +212,7 @@ class ResponseCache:
             return Lookup("bypass", tenant_id)
         if self._monotonic() < self._down_until:
             return Lookup("unavailable", tenant_id)
-        key = cache_key(tenant_id, scope.model_id, req, max_tokens)
+        key = cache_key(tenant_id, scope.model_id, req, max_tokens, scope.key_name)
         found = Lookup("miss", tenant_id, key, self._ttl(tenant))
         if "no-cache" in directives:
             found.status = "refresh"

@@ -103,6 +103,15 @@ def test_tenant_and_model_are_separate_partitions() -> None:
     assert len(keys) == 4
 
 
+def test_a_key_name_gives_the_key_its_own_partition() -> None:
+    req = chat(("user", "Hi"))
+    shared = cache_key("t", "m", req, 16)
+    a, b = (cache_key("t", "m", req, 16, key_name=k) for k in ("a", "b"))
+    assert len({shared.partition, a.partition, b.partition}) == 3
+    assert len({shared.exact, a.exact, b.exact}) == 3
+    assert cache_key("t", "m", req, 16, key_name="a") == a
+
+
 def test_everything_but_the_last_user_message_shapes_the_partition() -> None:
     base = cache_key("t", "m", chat(("system", "Be brief."), ("user", "Hi")), 16)
     other_system = cache_key("t", "m", chat(("system", "Be verbose."), ("user", "Hi")), 16)

@@ -1,4 +1,5 @@
-"""ResponseCache's own logic over an in-memory store: the embedding deadline."""
+"""ResponseCache's own logic over an in-memory store: the embedding deadline, per-key
+partitions."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ def ask(text: str) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(body)
 
 
-def query(tenant: TenantCache | None = None) -> CacheQuery:
-    return CacheQuery.of("t", tenant or TenantCache(), "m", 64)
+def query(tenant: TenantCache | None = None, key: str | None = None) -> CacheQuery:
+    return CacheQuery.of("t", tenant or TenantCache(), "m", 64, key_name=key)
 
 
 async def test_a_stalled_embedder_costs_a_lookup_no_more_than_the_timeout() -> None:
@@ -74,3 +75,16 @@ async def test_an_embedder_within_the_timeout_is_used() -> None:
     cache.remember(found, CachedAnswer("Hello.", 2))
     await cache.drain()
     assert [vector is not None for _, _, vector in store.entries.values()] == [True]
+
+
+async def test_keys_of_a_tenant_partitioned_per_key_never_share_answers() -> None:
+    cache = ResponseCache(CacheConfig(), InMemoryCacheStore(), InMemoryCacheStore(), None)
+    per_key, shared = TenantCache(partition="key"), TenantCache()
+    assert query(shared, "a").key_name is None and query(per_key, "a").key_name == "a"
+    for tenant in (per_key, shared):
+        first = await cache.lookup(query(tenant, "a"), ask(f"Hi {tenant.partition}"))
+        cache.remember(first, CachedAnswer("Hello.", 2))
+    await cache.drain()
+    assert (await cache.lookup(query(per_key, "a"), ask("Hi key"))).hit
+    assert (await cache.lookup(query(per_key, "b"), ask("Hi key"))).status == "miss"
+    assert (await cache.lookup(query(shared, "b"), ask("Hi tenant"))).hit
