@@ -10,6 +10,7 @@ that log, log into one `Log` so tests can check the order of events.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
@@ -170,6 +171,7 @@ class RecordingCache:
     log: Log = field(default_factory=list)
     answers: dict[str, CachedAnswer] = field(default_factory=dict)
     hit_charge: float = 0.0
+    probe_charge: float = 1.0
     _asked: dict[int, str] = field(default_factory=dict)  # id(lookup) -> its text
 
     async def lookup(
@@ -202,8 +204,8 @@ class RecordingCache:
         return RecordingBackend(backend, remember)
 
     def charge(self, lookup: Lookup, tokens: int) -> int:
-        if lookup.status == "not_cached":
-            return 0  # refused before any model was called
+        if lookup.status == "not_cached":  # refused before any model was called
+            return math.ceil(tokens * self.probe_charge) if lookup.reason == "miss" else 0
         return int(tokens * self.hit_charge) if lookup.hit else tokens
 
 

@@ -76,6 +76,14 @@ class CacheConfig(Strict):
         description="Share of a hit's tokens charged to the token quota (0: free, 1: full). "
         "The request itself always counts against the request-rate limits.",
     )
+    probe_charge: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of its prompt tokens charged to the token quota for an "
+        "`only-if-cached` probe that finds nothing (it was still looked up, embedded and "
+        "searched); a probe the cache did not look up (off, uncacheable, Redis down) is free.",
+    )
     stream_maxlen: int = Field(
         default=100_000,
         ge=100,

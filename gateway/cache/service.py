@@ -264,9 +264,12 @@ class ResponseCache:
             chosen = decide(query, candidates, threshold, guards).chosen
 
     def charge(self, lookup: Lookup, tokens: int) -> int:
-        """Tokens to charge the quota for a request that used `tokens`."""
-        if lookup.status == "not_cached":
-            return 0  # refused before the model was called
+        """Tokens to charge the quota for a request that used `tokens`: a hit `hit_charge`
+        of them, a refused `only-if-cached` probe (its prompt alone) `probe_charge` of them
+        if the cache looked and found nothing, none if it did not look; others all."""
+        if lookup.status == "not_cached":  # refused before the model was called
+            looked = lookup.reason == "miss"
+            return math.ceil(tokens * self._config.probe_charge) if looked else 0
         return math.ceil(tokens * self._config.hit_charge) if lookup.hit else tokens
 
     # ------------------------------------------------------------------ storing

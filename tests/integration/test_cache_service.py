@@ -233,7 +233,7 @@ async def test_what_is_never_looked_up_or_stored(make: Make) -> None:
     assert (await lookup(cache, ask("Hi"), settings=TenantCache(enabled=False))).status == "off"
     refused = await lookup(cache, ask("Hi"), cache_control="only-if-cached")
     assert refused.status == "not_cached" and refused.reason == "miss"
-    assert refused.refusal() is not None and cache.charge(refused, 100) == 0
+    assert refused.refusal() is not None and cache.charge(refused, 100) == 100  # probe_charge
     sampled_on = make(cache_sampled=True)
     assert (await lookup(sampled_on, ask("Hi", temperature=0.7))).status == "miss"
 

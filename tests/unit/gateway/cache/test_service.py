@@ -1,5 +1,5 @@
 """ResponseCache's own logic over an in-memory store: the embedding deadline, per-key
-partitions."""
+partitions, what a lookup costs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from gateway.cache.config import CacheConfig, TenantCache
 from gateway.cache.redis_store import CachedAnswer
-from gateway.cache.service import CacheMetrics, CacheQuery, ResponseCache
+from gateway.cache.service import CacheMetrics, CacheQuery, Lookup, ResponseCache
 from schemas.openai import ChatCompletionRequest
 from tests.fakes import InMemoryCacheStore
 
@@ -88,3 +88,30 @@ async def test_keys_of_a_tenant_partitioned_per_key_never_share_answers() -> Non
     assert (await cache.lookup(query(per_key, "a"), ask("Hi key"))).hit
     assert (await cache.lookup(query(per_key, "b"), ask("Hi key"))).status == "miss"
     assert (await cache.lookup(query(shared, "b"), ask("Hi tenant"))).hit
+
+
+async def test_an_only_if_cached_probe_that_finds_nothing_is_charged_probe_charge() -> None:
+    async def probe(cache: ResponseCache, tenant: TenantCache | None = None) -> Lookup:
+        scope = CacheQuery.of("t", tenant or TenantCache(), "m", 64, "only-if-cached")
+        return await cache.lookup(scope, ask("Hi"))
+
+    def cache(**config: float) -> ResponseCache:
+        return ResponseCache(CacheConfig.model_validate(config), store, store, None)
+
+    store = InMemoryCacheStore()
+    missed = await probe(cache())
+    assert (missed.status, missed.reason) == ("not_cached", "miss")
+    assert cache().charge(missed, 37) == 37  # probe_charge 1: its 37 prompt tokens
+    assert cache(probe_charge=0.25).charge(missed, 37) == 10  # rounded up
+    assert cache(probe_charge=0).charge(missed, 37) == 0
+    # Not looked up at all (the tenant's cache is off): nothing to charge for.
+    off = await probe(cache(), TenantCache(enabled=False))
+    assert (off.status, off.reason, cache().charge(off, 37)) == ("not_cached", "off", 0)
+    # A miss that ran the model is charged all it used; a probe that hits, hit_charge.
+    full = cache()
+    first = await full.lookup(query(), ask("Hi"))
+    full.remember(first, CachedAnswer("Hello.", 2))
+    await full.drain()
+    assert full.charge(first, 39) == 39
+    hit = await probe(full)
+    assert hit.hit and full.charge(hit, 39) == 0 and cache(hit_charge=0.5).charge(hit, 39) == 20

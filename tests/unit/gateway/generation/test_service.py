@@ -142,13 +142,13 @@ async def test_a_cache_hit_replays_without_calling_the_model() -> None:
     assert rig.tokens_left() == TOKENS  # hit_charge 0: the hit cost nothing
 
 
-async def test_an_only_if_cached_miss_is_a_504_that_costs_nothing() -> None:
+async def test_an_only_if_cached_miss_is_a_504_charged_its_prompt() -> None:
     rig = Rig(ScriptedModel(), cache=True)
     caller = Caller(TENANT, rig.labels, cache_control="only-if-cached")
     with pytest.raises(NotCached):
         await rig.service.generate(chat_request(max_tokens=9), caller)
     assert rig.log == ["admit", "reserve", "cache", "settle"] and rig.model.calls == []
-    assert rig.tokens_left() == TOKENS
+    assert rig.tokens_left() == TOKENS - 4  # the prompt's tokens (probe_charge 1), no answer
 
 
 async def test_a_refused_admission_calls_neither_cache_nor_model() -> None:
