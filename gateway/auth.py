@@ -65,7 +65,8 @@ class TenantConfig(Strict):
     limits: Limits = Field(default_factory=Limits, description="Shared by all the tenant's keys.")
     keys: list[KeyConfig] = Field(default_factory=list)
     cache: TenantCache = Field(
-        default_factory=TenantCache, description="Response cache: on/off and entry lifetime."
+        default_factory=TenantCache,
+        description="Response cache: on/off, entry lifetime, shared or per key.",
     )
 
 

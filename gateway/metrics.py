@@ -123,8 +123,10 @@ class GatewayMetrics:
         self._cache_lookups = Counter(
             PREFIX + "cache_lookups_total",
             description="Cache lookups by result: hit_exact, hit_semantic, miss, verify "
-            "(a semantic candidate the model answers instead, to learn from), refresh, "
-            "bypass, off, uncacheable, unavailable (Redis down: the cache stepped aside).",
+            "(a semantic candidate the model answers instead, to learn from), "
+            "semantic_timeout (a miss whose embedding took over cache.embed_timeout_s: the "
+            "semantic tier stepped aside), refresh, bypass, off, uncacheable, unavailable "
+            "(Redis down: the cache stepped aside), not_cached (an only-if-cached probe).",
             tag_keys=cast(Any, ("tenant", "result")),
         )
         self._cache_stores = Counter(

@@ -348,7 +348,10 @@ CACHE = Dashboard(
                 "hit ratio": "("
                 + _rate(GW + "cache_lookups_total", f'{TENANT}, result=~"hit_.*"')
                 + " or vector(0)) / "
-                + _rate(GW + "cache_lookups_total", f'{TENANT}, result=~"hit_.*|miss|verify"')
+                + _rate(
+                    GW + "cache_lookups_total",
+                    f'{TENANT}, result=~"hit_.*|miss|verify|semantic_timeout"',
+                )
             },
             "percentunit",
             key=True,

@@ -3,20 +3,21 @@
 `ScriptedModel` is a model backend (a Serve handle in the app) that answers, fails or
 stalls on cue; `WordCounter` stands in for a tokenizer; `InMemoryQuotaStore` is the
 quota store over the reference bucket arithmetic; `RecordingCache` is the response cache
-as the generation path sees it. All that log, log into one `Log` so tests can check the
-order of events.
+as the generation path sees it, `InMemoryCacheStore` the store under the real one. All
+that log, log into one `Log` so tests can check the order of events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from deployments.prompt import DEFAULT_PROMPT, PromptOptions
-from gateway.cache.redis_store import CachedAnswer
+from gateway.cache.redis_store import CachedAnswer, RedisCacheStore
 from gateway.cache.replay import RecordingBackend, ReplayBackend
 from gateway.cache.service import CacheQuery, Lookup
 from gateway.quota.local_store import LocalQuotaStore
@@ -170,6 +171,7 @@ class RecordingCache:
     log: Log = field(default_factory=list)
     answers: dict[str, CachedAnswer] = field(default_factory=dict)
     hit_charge: float = 0.0
+    probe_charge: float = 1.0
     _asked: dict[int, str] = field(default_factory=dict)  # id(lookup) -> its text
 
     async def lookup(
@@ -202,9 +204,41 @@ class RecordingCache:
         return RecordingBackend(backend, remember)
 
     def charge(self, lookup: Lookup, tokens: int) -> int:
-        if lookup.status == "not_cached":
-            return 0  # refused before any model was called
+        if lookup.status == "not_cached":  # refused before any model was called
+            return math.ceil(tokens * self.probe_charge) if lookup.reason == "miss" else 0
         return int(tokens * self.hit_charge) if lookup.hit else tokens
+
+
+class InMemoryCacheStore(RedisCacheStore):
+    """The cache store's entry reads and writes in memory (no TTL, no event stream: a
+    ResponseCache over it is not started, so its semantic index stays empty)."""
+
+    def __init__(self) -> None:  # no Redis client
+        self.entries: dict[int, tuple[str, CachedAnswer, np.ndarray | None]] = {}
+        self.exact: dict[str, int] = {}
+
+    async def put(
+        self,
+        partition: str,
+        exact_key: str,
+        query: str | None,
+        vector: np.ndarray | None,
+        answer: CachedAnswer,
+        ttl_s: int,
+    ) -> int:
+        entry_id = len(self.entries) + 1
+        self.entries[entry_id] = (partition, answer, vector)
+        self.exact[exact_key] = entry_id
+        return entry_id
+
+    async def get_exact(self, exact_key: str, partition: str) -> tuple[int, CachedAnswer] | None:
+        entry_id = self.exact.get(exact_key)
+        answer = None if entry_id is None else await self.get(entry_id, partition)
+        return None if entry_id is None or answer is None else (entry_id, answer)
+
+    async def get(self, entry_id: int, partition: str) -> CachedAnswer | None:
+        stored, answer, _ = self.entries.get(entry_id, ("", None, None))
+        return answer if stored == partition else None
 
 
 class TextWordCounter:

@@ -16,6 +16,11 @@ class TenantCache(Strict):
 
     enabled: bool = Field(default=True, description="false: this tenant's requests skip it.")
     ttl_s: int | None = Field(default=None, ge=1, description="Lifetime of its entries.")
+    partition: Literal["tenant", "key"] = Field(
+        default="tenant",
+        description="tenant: all its keys share the cache; key: each key sees only the "
+        "answers given to that key (both tiers stay inside the key's partition).",
+    )
 
 
 class VerificationConfig(Strict):
@@ -92,6 +97,13 @@ class CacheConfig(Strict):
         default=None,
         description="Embedder id (from `embedders`) for the semantic tier; unset: exact only.",
     )
+    embed_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="Longest wait for a query's embedding; slower, the semantic tier steps "
+        "aside for that request (the exact tier still answers; an answer stored after it "
+        "is embedded again, within the same limit, or kept for the exact tier only).",
+    )
     similarity_threshold: float = Field(
         default=0.88,
         gt=0,
@@ -123,6 +135,14 @@ class CacheConfig(Strict):
         le=1,
         description="Share of a hit's tokens charged to the token quota (0: free, 1: full). "
         "The request itself always counts against the request-rate limits.",
+    )
+    probe_charge: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of its prompt tokens charged to the token quota for an "
+        "`only-if-cached` probe that finds nothing (it was still looked up, embedded and "
+        "searched); a probe the cache did not look up (off, uncacheable, Redis down) is free.",
     )
     stream_maxlen: int = Field(
         default=100_000,

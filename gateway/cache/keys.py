@@ -1,41 +1,43 @@
 """What a cached answer is keyed by (pure).
 
-An entry belongs to a *partition*: tenant, model and a fingerprint of everything that
+An entry belongs to a *partition*: tenant (and API key, for a tenant whose cache is
+partitioned per key), model and a fingerprint of everything that
 shapes the answer besides the last user message (the endpoint, system prompt, earlier
 turns, sampling parameters). Lookups never leave their partition, so two tenants, two
 models or two conversations never share an entry, whatever the similarity. Inside a
-partition the exact tier matches the normalised query text; the semantic tier compares
-embeddings of it.
+partition the exact tier matches the query text; the semantic tier compares embeddings
+of it.
+
+Nothing is normalised, not even to Unicode NFC: the model reads the token ids of the
+text exactly as sent, and texts that differ in any byte can differ in tokens and so in
+the answer ("x²" is not "x2", code indented differently is other code, "a  b" and
+"a b" tokenize apart, and byte-level BPE tokenizers split a precomposed "é" from "e" +
+combining accent). The exact tier therefore keys on the text as sent, and on the
+messages as the chat template reads them; what a client varies in spelling only, the
+semantic tier may still find.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 from schemas.openai import ChatCompletionRequest, CompletionRequest
 
-_SPACE = re.compile(r"\s+")
-
-
-def normalise(text: str) -> str:
-    """Unicode NFKC and collapsed whitespace; case is kept ("US" is not "us")."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
-
 
 def _digest(value: Any) -> str:
-    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # Key order is kept: a client's objects (a JSON schema's properties, tool-call
+    # arguments) reach the model in their order, and their order can change the answer.
+    blob = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class CacheKey:
     partition: str  # digest of tenant, model and fingerprint
-    exact: str  # digest of the partition and the normalised query
+    exact: str  # digest of the partition and the query as sent
     query: str | None  # the text the semantic tier embeds; None: exact tier only
     max_tokens: int  # a stored answer longer than this would have been cut short
 
@@ -72,18 +74,22 @@ def cache_key(
     model_id: str,
     req: ChatCompletionRequest | CompletionRequest,
     max_tokens: int,
+    key_name: str | None = None,
 ) -> CacheKey:
+    """The keys of `req` in the partition of `tenant` and `model_id`, and of the API key
+    `key_name` where one is given (a tenant whose keys must not share answers)."""
     shape: dict[str, Any] = {"tenant": tenant, "model": model_id, "sampling": _sampling(req)}
+    if key_name is not None:
+        shape["key"] = key_name
     query: str | None
     if isinstance(req, ChatCompletionRequest):
-        turns = [(m.role, normalise(m.text())) for m in req.messages]
+        messages = [m.for_template() for m in req.messages]  # what the template reads
         shape["endpoint"] = "chat"
-        if turns[-1][0] == "user":
-            query = turns[-1][1]
-            shape["context"] = turns[:-1]
+        if messages[-1]["role"] == "user":
+            query = messages[-1].pop("content")  # the rest of the message is context
         else:  # e.g. an assistant prefix to continue: only an exact repeat matches
             query = None
-            shape["context"] = turns
+        shape["context"] = messages
     else:
         shape["endpoint"] = "completions"
         prompt = req.prompts()[0]  # several prompts are never cached
@@ -91,8 +97,9 @@ def cache_key(
             query = None
             shape["context"] = prompt
         else:
-            query = normalise(prompt)
+            query = prompt
             shape["context"] = None
     partition = _digest(shape)
     exact = _digest([partition, query])
-    return CacheKey(partition, exact, query or None, max_tokens)
+    semantic = query if query is not None and query.strip() else None
+    return CacheKey(partition, exact, semantic, max_tokens)

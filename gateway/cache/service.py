@@ -87,6 +87,7 @@ class Lookup:
     vector: np.ndarray | None = field(default=None, repr=False)
     reason: str | None = None  # why not_cached: the status the lookup would have had
     verifying: Verifying | None = None
+    semantic_timeout: bool = False  # the embedding took over embed_timeout_s: no semantic tier
 
     @property
     def hit(self) -> bool:
@@ -125,6 +126,7 @@ class CacheQuery:
     model_id: str  # the model routed to; a fallback's answer is not stored under it
     max_tokens: int  # what the answer may use (after context checks)
     directives: frozenset[str] = frozenset()
+    key_name: str | None = None  # the caller's key where the tenant partitions per key
 
     @classmethod
     def of(
@@ -134,8 +136,13 @@ class CacheQuery:
         model_id: str,
         max_tokens: int,
         cache_control_header: str | None = None,
+        key_name: str | None = None,
     ) -> CacheQuery:
-        return cls(tenant_id, tenant, model_id, max_tokens, cache_control(cache_control_header))
+        """The query of a request by the key `key_name`; the key scopes the partition only
+        where the tenant's cache is partitioned per key (`partition: key`)."""
+        own = key_name if tenant.partition == "key" else None
+        directives = cache_control(cache_control_header)
+        return cls(tenant_id, tenant, model_id, max_tokens, directives, own)
 
 
 def evidence_scope(verification: VerificationConfig | None, tenant_id: str, model_id: str) -> str:
@@ -185,6 +192,12 @@ class ResponseCache:
         log.warning("cache store unavailable, stepping aside: %s", exc)
         self._down_until = self._monotonic() + self._config.retry_after_s
 
+    async def _embed_within(self, query: str) -> np.ndarray:
+        """The query's embedding; TimeoutError (the call cancelled) after embed_timeout_s."""
+        assert self._embed is not None
+        async with asyncio.timeout(self._config.embed_timeout_s):
+            return await self._embed(query)
+
     async def lookup(
         self, query: CacheQuery, req: ChatCompletionRequest | CompletionRequest
     ) -> Lookup:
@@ -196,6 +209,8 @@ class ResponseCache:
         if "only-if-cached" in query.directives and not result.hit:
             result = Lookup("not_cached", query.tenant_id, reason=result.status)
         label = f"hit_{result.tier}" if result.hit else result.status
+        if result.semantic_timeout:
+            label = "semantic_timeout"  # a miss: the semantic tier stepped aside
         self._metrics.lookup(query.tenant_id, label)
         return result
 
@@ -229,7 +244,7 @@ class ResponseCache:
             return Lookup("bypass", tenant_id)
         if self._monotonic() < self._down_until:
             return Lookup("unavailable", tenant_id)
-        key = cache_key(tenant_id, scope.model_id, req, max_tokens)
+        key = cache_key(tenant_id, scope.model_id, req, max_tokens, scope.key_name)
         found = Lookup("miss", tenant_id, key, self._ttl(tenant))
         if "no-cache" in directives:
             found.status = "refresh"
@@ -259,7 +274,11 @@ class ResponseCache:
     async def _semantic(self, found: Lookup, query: str, scope: str) -> None:
         assert self._embed is not None and found.key is not None
         try:
-            found.vector = await self._embed(query)
+            found.vector = await self._embed_within(query)
+        except TimeoutError:
+            log.warning("cache embedding too slow, semantic tier skipped")
+            found.semantic_timeout = True
+            return
         except Exception as exc:  # the embedder is down or overloaded: exact tier only
             log.warning("cache embedding failed, semantic tier skipped: %s", exc)
             return
@@ -300,9 +319,12 @@ class ResponseCache:
         found.status, found.answer = "hit", answer
 
     def charge(self, lookup: Lookup, tokens: int) -> int:
-        """Tokens to charge the quota for a request that used `tokens`."""
-        if lookup.status == "not_cached":
-            return 0  # refused before the model was called
+        """Tokens to charge the quota for a request that used `tokens`: a hit `hit_charge`
+        of them, a refused `only-if-cached` probe (its prompt alone) `probe_charge` of them
+        if the cache looked and found nothing, none if it did not look; others all."""
+        if lookup.status == "not_cached":  # refused before the model was called
+            looked = lookup.reason in ("miss", "verify")
+            return math.ceil(tokens * self._config.probe_charge) if looked else 0
         return math.ceil(tokens * self._config.hit_charge) if lookup.hit else tokens
 
     # ------------------------------------------------------------------ storing
@@ -340,9 +362,9 @@ class ResponseCache:
         vector = lookup.vector
         if vector is None and key.query is not None and self._embed is not None:
             try:
-                vector = await self._embed(key.query)
-            except Exception as exc:
-                log.warning("cache embedding failed, stored for the exact tier only: %s", exc)
+                vector = await self._embed_within(key.query)
+            except Exception as exc:  # TimeoutError included
+                log.warning("cache embedding failed, stored for the exact tier only: %r", exc)
         try:
             await self._store.put(key.partition, key.exact, key.query, vector, answer, lookup.ttl_s)
         except CacheStoreUnavailable as exc:

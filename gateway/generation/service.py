@@ -112,7 +112,12 @@ class GenerationService:
         if self._cache is not None and not others:  # one stored answer per question
             tenant = principal.tenant
             query = CacheQuery.of(
-                tenant.id, tenant.cache, route.model_id, route.max_tokens, cache_control
+                tenant.id,
+                tenant.cache,
+                route.model_id,
+                route.max_tokens,
+                cache_control,
+                principal.key_name,
             )
         return Plan(body, route, query, request_id, tuple(others))
 

@@ -28,13 +28,14 @@ APP_NAME = "raygate"
 
 MAIN_KEY, TIGHT_KEY, TOKENS_KEY, RESTRICTED_KEY = "sk-main", "sk-tight", "sk-tokens", "sk-emb"
 CACHE_A_KEY, CACHE_B_KEY = "sk-cache-a", "sk-cache-b"  # the tenants with the cache on
+CACHE_K1_KEY, CACHE_K2_KEY = "sk-cache-k1", "sk-cache-k2"  # one tenant, a partition per key
 TIGHT_BURST = 25  # requests; refills 1 per 100 s, i.e. not during a test
 TOKENS_BURST = 20_000
 
 
 def tenants_yaml() -> str:
-    """Test tenants. The cache is off for all but cache-a and cache-b, so that tests of
-    the engine are never answered from the cache."""
+    """Test tenants. The cache is off for all but cache-a, cache-b and cache-keys, so that
+    tests of the engine are never answered from the cache."""
     from gateway.auth import key_digest
 
     return f"""
@@ -64,6 +65,11 @@ tenants:
     keys: [{{name: cache-a, sha256: {key_digest(CACHE_A_KEY)}}}]
   - id: cache-b
     keys: [{{name: cache-b, sha256: {key_digest(CACHE_B_KEY)}}}]
+  - id: cache-keys
+    keys:
+      - {{name: k1, sha256: {key_digest(CACHE_K1_KEY)}}}
+      - {{name: k2, sha256: {key_digest(CACHE_K2_KEY)}}}
+    cache: {{partition: key}}
 """
 
 

@@ -1,8 +1,8 @@
 """The response cache through the whole gateway: real Serve, vLLM, embedder and Redis.
 
-Only tenants cache-a and cache-b have the cache on. Stores happen in the background after
-an answer completes; tests wait for them with `Cache-Control: only-if-cached` probes,
-which never call the model (a miss is a 504).
+Only tenants cache-a, cache-b and cache-keys (partitioned per key) have the cache on.
+Stores happen in the background after an answer completes; tests wait for them with
+`Cache-Control: only-if-cached` probes, which never call the model (a miss is a 504).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from gateway.cache.verified import bin_of
 from tests.integration.conftest import (
     CACHE_A_KEY,
     CACHE_B_KEY,
+    CACHE_K1_KEY,
+    CACHE_K2_KEY,
     Cluster,
     counter_totals,
     wait_until,
@@ -206,6 +208,16 @@ def test_tenants_never_see_each_others_answers(cluster: Cluster) -> None:
     cached(cluster, body, CACHE_A_KEY)
     other = post(cluster, body, CACHE_B_KEY, cache_control="only-if-cached")
     assert other.status_code == 504
+
+
+def test_keys_of_a_tenant_partitioned_per_key_never_see_each_others_answers(
+    cluster: Cluster,
+) -> None:
+    body = chat(cluster, "Give me a one-word antonym for cold.")
+    answered(post(cluster, body, CACHE_K1_KEY))
+    cached(cluster, body, CACHE_K1_KEY)
+    other = post(cluster, body, CACHE_K2_KEY, cache_control="only-if-cached")
+    assert other.status_code == 504, other.text
 
 
 def test_cache_control_bypass_and_refresh(cluster: Cluster) -> None:

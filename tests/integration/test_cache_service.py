@@ -73,8 +73,10 @@ class Make:
         # Without `verification` a test gets the static threshold: the tests of the index
         # and the tiers see semantic hits at once; verified hits have tests of their own.
         config.setdefault("verification", None)
-        cfg = CacheConfig(redis_url=url or self.url, key_prefix=self.prefix, embedder="e", **config)
-        cache = build_cache(cfg, embed or self._embed, metrics or CacheMetrics())
+        settings = {"redis_url": url or self.url, "key_prefix": self.prefix, "embedder": "e"}
+        cfg = CacheConfig(**(settings | config))  # embedder=None: the exact tier alone
+        embedder = (embed or self._embed) if cfg.embedder is not None else None
+        cache = build_cache(cfg, embedder, metrics or CacheMetrics())
         cache.start()
         self.made.append(cache)
         return cache
@@ -144,7 +146,7 @@ async def test_exact_then_semantic_hits(make: Make) -> None:
     cache = make()
     first = await store(cache, ask("How do I reset my password?"), "Click 'Forgot password'.")
     assert first.status == "miss" and first.headers() == {"x-raygate-cache": "miss"}
-    exact = await lookup(cache, ask("How do I  reset my password? "))
+    exact = await lookup(cache, ask("How do I reset my password?"))
     assert exact.tier == "exact" and exact.answer is not None
     assert exact.answer.text == "Click 'Forgot password'."
     await indexed(cache, 1)
@@ -153,6 +155,23 @@ async def test_exact_then_semantic_hits(make: Make) -> None:
     assert 0.88 <= semantic.similarity < 1.0
     assert semantic.headers()["x-raygate-cache-tier"] == "semantic"
     assert (await lookup(cache, ask("What is the capital of France?"))).status == "miss"
+
+
+async def test_the_exact_tier_keys_on_the_text_as_sent(make: Make) -> None:
+    cache = make(embedder=None)  # the exact tier alone: nothing else can match
+    code = "Does this print 2?\nfor x in [1, 2]:\n    if x > 1:\n        print(x)\n    pass"
+    await store(cache, ask("Simplify x\u00b2 + x\u00b2."), "2x\u00b2")
+    await store(cache, ask(code), "Yes.")
+    assert (await lookup(cache, ask("Simplify x\u00b2 + x\u00b2."))).tier == "exact"
+    assert (await lookup(cache, ask(code))).tier == "exact"
+    others = [
+        "Simplify x2 + x2.",  # NFKC's reading of the first
+        "Simplify x\u00b2 + x\u00b2. ",
+        "Simplify  x\u00b2 + x\u00b2.",
+        code.replace("\n    pass", "\n        pass"),  # pass inside the if
+    ]
+    for other in others:
+        assert (await lookup(cache, ask(other))).status == "miss", other
 
 
 async def test_an_entry_written_by_one_replica_is_found_by_another(make: Make) -> None:
@@ -201,6 +220,11 @@ async def test_a_cold_cache_verifies_instead_of_serving(make: Make) -> None:
     answer = "Yes, if one party consents."
     await store(cache, ask("Is it legal to record a phone call?"), answer)
     await indexed(cache, 1)
+    probe = await lookup(
+        cache, ask("Is recording a phone call legal?"), cache_control="only-if-cached"
+    )
+    assert (probe.status, probe.reason) == ("not_cached", "verify")  # not served: a 504
+    assert cache.charge(probe, 9) == 9  # it looked (probe_charge 1 of its prompt tokens)
     found = await lookup(cache, ask("Is recording a phone call legal?"))
     assert (found.status, found.hit, found.store) == ("verify", False, True)
     assert found.headers()["x-raygate-cache"] == "verify" and found.similarity is not None
@@ -211,7 +235,7 @@ async def test_a_cold_cache_verifies_instead_of_serving(make: Make) -> None:
     cache.remember(near, CachedAnswer("Only without anyone's consent.", 5))
     await cache.drain()
     assert metrics.verifications == ["agree", "disagree"]
-    assert metrics.lookups == ["miss", "verify", "verify"]
+    assert metrics.lookups == ["miss", "not_cached", "verify", "verify"]
     counted = await cache.evidence(CacheQuery.of("t1", ON, "m", 64))
     assert counted.verifications == 2
     await indexed(cache, 3)  # the fresh answers are stored as entries of their own
@@ -298,7 +322,7 @@ async def test_what_is_never_looked_up_or_stored(make: Make) -> None:
     assert (await lookup(cache, ask("Hi"), settings=TenantCache(enabled=False))).status == "off"
     refused = await lookup(cache, ask("Hi"), cache_control="only-if-cached")
     assert refused.status == "not_cached" and refused.reason == "miss"
-    assert refused.refusal() is not None and cache.charge(refused, 100) == 0
+    assert refused.refusal() is not None and cache.charge(refused, 100) == 100  # probe_charge
     sampled_on = make(cache_sampled=True)
     assert (await lookup(sampled_on, ask("Hi", temperature=0.7))).status == "miss"
 

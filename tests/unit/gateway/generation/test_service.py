@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.auth import BucketLimit, Limits, Principal, TenantConfig
+from gateway.auth import BucketLimit, KeyConfig, Limits, Principal, TenantConfig
+from gateway.cache.config import TenantCache
 from gateway.cache.redis_store import CachedAnswer
 from gateway.generation.plan import Body
 from gateway.generation.service import Caller, GenerationService, Reply
@@ -141,13 +142,13 @@ async def test_a_cache_hit_replays_without_calling_the_model() -> None:
     assert rig.tokens_left() == TOKENS  # hit_charge 0: the hit cost nothing
 
 
-async def test_an_only_if_cached_miss_is_a_504_that_costs_nothing() -> None:
+async def test_an_only_if_cached_miss_is_a_504_charged_its_prompt() -> None:
     rig = Rig(ScriptedModel(), cache=True)
     caller = Caller(TENANT, rig.labels, cache_control="only-if-cached")
     with pytest.raises(NotCached):
         await rig.service.generate(chat_request(max_tokens=9), caller)
     assert rig.log == ["admit", "reserve", "cache", "settle"] and rig.model.calls == []
-    assert rig.tokens_left() == TOKENS
+    assert rig.tokens_left() == TOKENS - 4  # the prompt's tokens (probe_charge 1), no answer
 
 
 async def test_a_refused_admission_calls_neither_cache_nor_model() -> None:
@@ -257,6 +258,16 @@ async def test_the_plan_checks_the_context_before_any_model_call() -> None:
     plan = await rig.service.plan(chat_request(), TENANT, None)  # the rest of the context
     assert (plan.route.prompt_tokens, plan.route.max_tokens, plan.reserved_tokens) == (4, 2, 6)
     assert plan.cache is None and model.calls == []
+
+
+async def test_a_tenant_partitioned_per_key_asks_the_cache_as_that_key() -> None:
+    rig = Rig(ScriptedModel(("x",)), cache=True)
+    key = KeyConfig(name="ci", env="UNUSED")
+    per_key = TenantCache(partition="key")
+    for cache, expected in ((TenantCache(), None), (per_key, "ci")):
+        tenant = TenantConfig(id="acme", limits=LIMITS, keys=[key], cache=cache)
+        plan = await rig.service.plan(chat_request(), Principal(tenant, key), None)
+        assert plan.cache is not None and plan.cache.key_name == expected
 
 
 async def test_completions_non_stream_and_stream() -> None:
