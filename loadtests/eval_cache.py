@@ -188,6 +188,29 @@ def evidence_rows(r: Replay, width: float = 0.02) -> list[str]:
     return rows
 
 
+def never_served_note(r: Replay) -> str:
+    """Why a stream served nothing, from its evidence: too short, or contradicted."""
+    agree = sum(a for a, _ in r.evidence.bins.values())
+    disagree = r.evidence.verifications - agree
+    bound, confidence = r.config.max_error_rate, r.config.confidence
+    if disagree == 0:
+        needed = next(n for n in range(1, 100_000) if error_bound(0, n, confidence) <= bound)
+        return (
+            f"Never served: {agree} agreements with none against certify no threshold at "
+            f"{bound:.0%} ({needed} are needed at {confidence}); the stream is too short."
+        )
+    shares, a_sum, d_sum = [], 0, 0
+    for b in sorted(r.evidence.bins, reverse=True):
+        a_sum, d_sum = a_sum + r.evidence.bins[b][0], d_sum + r.evidence.bins[b][1]
+        shares.append(d_sum / (a_sum + d_sum))
+    return (
+        f"Never served: {disagree} of {agree + disagree} verified candidates disagreed; the "
+        f"least disagreement share of the candidates at or above any similarity is "
+        f"{min(shares):.0%}, far from {bound:.0%}: a longer stream of this mix would not "
+        f"certify a threshold either (bands below)."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "all-MiniLM-L6-v2"))
@@ -305,6 +328,11 @@ def main() -> None:
             f"Pooled over seeds, test: served error {Rate(pe['k'], pe['n']).text()}, "
             f"hit rate {Rate(ph['k'], ph['n']).text()}.",
             "",
+            *(
+                [never_served_note(runs[label][0]), ""]
+                if all(s["first_served_at_lookup"] is None for s in summary["per_seed"])
+                else []
+            ),
             "Seed 0, verification outcomes by similarity band (agree, disagree; cumulative "
             "from the top; upper bound on the error of serving from the band up):",
             "",
