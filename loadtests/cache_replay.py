@@ -3,11 +3,13 @@ the evaluation set's labels.
 
 The stream visits the groups in a seeded random order, dev groups first (the warm-up),
 then test groups, and asks each group's texts (members and near misses) in a shuffled
-order. Every text looks up the nearest stored text in the whole store (cosine, brute
-force); the first text of a group therefore meets only other groups' texts. Below the
-floor it is a miss; otherwise `choose` decides with the threshold learned from the
-evidence so far: served (wrong when the oracle says the cached answer does not fit) or
-verified (the oracle's outcome joins the evidence). Misses and verified texts are stored,
+order. Every text looks up its nearest stored texts in the whole store (cosine, brute
+force); the first text of a group therefore meets only other groups' texts. The
+gateway's own `decide` picks the candidate (the most similar one at or above the floor
+that passes the guards, the gateway's defaults); without one it is a miss; otherwise
+`choose` decides with the threshold learned from the evidence so far: served (wrong when
+the oracle says the cached answer does not fit) or verified (the oracle's outcome joins
+the evidence). Misses and verified texts are stored,
 as the cache stores the fresh answer; a served text is not.
 """
 
@@ -19,8 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.cache.config import CacheConfig, Guard
+from gateway.cache.decision import Candidate, decide
 from gateway.cache.verified import Evidence, choose, learned_threshold
 from loadtests.cache_eval_set import Group, Oracle, Part
+
+_GATEWAY = CacheConfig()  # the gateway's defaults
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,9 @@ class ReplayConfig:
     max_error_rate: float = 0.01
     confidence: float = 0.95
     verify_share: float = 0.05
-    floor: float = 0.80  # least similarity of a candidate worth a lookup decision
+    floor: float = _GATEWAY.similarity_threshold  # least similarity of a candidate
+    guards: tuple[Guard, ...] = tuple(_GATEWAY.guards)  # the pre-filter
+    candidates: int = _GATEWAY.candidates
     near_misses: bool = True  # False: a control stream of members only
 
 
@@ -113,20 +121,20 @@ def replay(
         tally = result.tallies[part]
         tally.lookups += 1
         decided_with = threshold
+        choice = None
         if stored:
             sims = matrix[stored] @ matrix[i]
-            best = int(np.argmax(sims))
-            similarity, cached = float(sims[best]), texts[stored[best]]
-            fits = oracle.agrees(cached, text)
+            nearest = np.argsort(-sims)[: config.candidates]
+            candidates = [Candidate(int(j), float(sims[j]), texts[stored[j]]) for j in nearest]
+            chosen = decide(text, candidates, config.floor, config.guards).chosen
+            # Could the best candidate have been served rightly (for the hit rate)?
+            fits = oracle.agrees(candidates[0].query, text)
             tally.fitting += fits
             fitting += fits
-            choice = (
-                choose(similarity, threshold, config.verify_share, float(rng.random()))
-                if similarity >= config.floor
-                else None
-            )
-        else:
-            choice = None
+            if chosen is not None:
+                similarity = chosen.similarity
+                fits = oracle.agrees(chosen.query, text)
+                choice = choose(similarity, threshold, config.verify_share, float(rng.random()))
         if choice == "serve":
             tally.served += 1
             tally.wrong += not fits
