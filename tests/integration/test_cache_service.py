@@ -22,9 +22,9 @@ from gateway.cache.redis_store import CachedAnswer, RedisCacheStore
 from gateway.cache.service import CacheMetrics, CacheQuery, Embed, Lookup, ResponseCache
 from gateway.cache.verified import Evidence
 from gateway.redis_conn import redis_client
-from loadtests.cache_eval_set import load_old_pairs
+from loadtests.cache_eval_set import load_groups, load_old_pairs, load_split
 from schemas.openai import ChatCompletionRequest
-from tests.integration.conftest import ROOT, RedisServer, wait_until
+from tests.integration.conftest import ROOT, RedisServer, local_args, wait_until
 
 ON = TenantCache()
 
@@ -352,6 +352,43 @@ async def test_evaluation_set_through_redis(make: Make) -> None:
     hits = [p for p, hit in zip(pairs, served, strict=True) if hit and p.agree]
     assert false_hits == []
     assert len(hits) / sum(p.agree for p in pairs) >= 0.8
+
+
+async def test_the_default_profile_on_the_dev_split(make: Make) -> None:
+    """The local profile's cache settings replaying the dev split through Redis, the
+    model's fresh answers played by the labels (one answer per group; each near miss its
+    own): nothing wrong is ever served, and every candidate not served is verified and
+    counted in the evidence as the labels say."""
+    profile = CacheConfig.model_validate(local_args()["cache"])
+    settings = profile.model_dump(exclude={"redis_url", "key_prefix", "embedder"})
+    metrics = Recorder()
+    cache = make(metrics=metrics, **settings)
+    dev = set(load_split()["dev"])
+    asked: list[tuple[str, str]] = []  # (text, the answer the model gives it)
+    for group in (g for g in load_groups() if g.id in dev):
+        asked += [(text, f"answer {group.id}") for text in group.members]
+        asked += [(n.text, f"answer {group.id}/{i}") for i, n in enumerate(group.near_misses)]
+    stored = served = 0
+    wrong: list[str] = []
+    for text, answer in asked:
+        found = await lookup(cache, ask(text))
+        if found.hit:
+            assert found.answer is not None
+            served += 1
+            if found.answer.text != answer:
+                wrong.append(text)
+            continue
+        cache.remember(found, CachedAnswer(answer, 2))
+        await cache.drain()
+        stored += 1
+        await indexed(cache, stored)
+    verified = metrics.lookups.count("verify")
+    print(f"dev split: {len(asked)} lookups, {served} served, {verified} verified")
+    assert wrong == []
+    assert metrics.verifications.count("disagree") > 0  # near misses met, verified, not served
+    assert len(metrics.verifications) == verified > 0
+    evidence = await cache.evidence(CacheQuery.of("t1", ON, "m", 64))
+    assert evidence.verifications == verified
 
 
 async def test_the_event_stream_is_bounded_in_bytes(make: Make, redis_server: RedisServer) -> None:
