@@ -385,10 +385,13 @@ class ResponseCache:
             self._sync_task = asyncio.get_running_loop().create_task(self._follow())
 
     async def stop(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
-            self._sync_task = None
+        """Stop following Redis and wait for background stores and verifications."""
+        task, self._sync_task = self._sync_task, None
+        # redis-py can swallow a cancellation that lands inside a blocking stream read
+        # (the read then ends normally and the loop reads again), so cancel until it ends.
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
         await self.drain()
 
     async def _rebuild(self) -> str:
