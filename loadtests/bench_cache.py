@@ -208,6 +208,7 @@ async def index_at(url: str, entries: int, lookups: int) -> dict[str, Any]:
         embedder="e",
         timeout_s=1.0,
         verification=None,
+        index_max_entries=entries + 1000,  # room for the puts timed below
     )
     store = RedisCacheStore(redis_client(url, None, 5.0), 5.0, config.key_prefix, 1_000_000)
     tenant = TenantCache()
