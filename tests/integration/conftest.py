@@ -203,7 +203,9 @@ def testing_args(redis: RedisServer, cache: RedisServer, tenants_file: Path) -> 
     args = local_args()
     args["auth"] = {"enabled": True, "tenants_file": str(tenants_file)}
     args["quota"] = {**args["quota"], "redis_url": redis.url}  # the profile's own timeouts
-    args["cache"] = {**args["cache"], "redis_url": cache.url}
+    # A loaded CI machine can take longer than the profile's 0.5 s to embed a question;
+    # the deadline itself has unit tests.
+    args["cache"] = {**args["cache"], "redis_url": cache.url, "embed_timeout_s": 10.0}
     args["gateway"]["deployment"]["num_replicas"] = 2
     add_routing_faults(args)
     return args
