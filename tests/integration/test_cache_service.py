@@ -73,6 +73,9 @@ class Make:
         # Without `verification` a test gets the static threshold: the tests of the index
         # and the tiers see semantic hits at once; verified hits have tests of their own.
         config.setdefault("verification", None)
+        # The in-process CPU embedder on a loaded machine can take longer than the
+        # profile's 0.5 s; these tests are of the tiers (the deadline has unit tests).
+        config.setdefault("embed_timeout_s", 10.0)
         settings = {"redis_url": url or self.url, "key_prefix": self.prefix, "embedder": "e"}
         cfg = CacheConfig(**(settings | config))  # embedder=None: the exact tier alone
         embedder = (embed or self._embed) if cfg.embedder is not None else None
