@@ -113,8 +113,7 @@ def _judge(
     if verification is None or verification.judge == "exact":
         return exact_judge()
     if verification.judge == "embedding":
-        if embed is None:
-            raise ValueError("cache verification judge 'embedding' needs cache.embedder")
+        assert embed is not None  # the config needs an embedder for this judge
         return embedding_judge(embed, verification.agree_similarity)
     assert verification.judge_model is not None  # checked by the config
     return model_judge((models or {})[verification.judge_model])

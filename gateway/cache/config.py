@@ -164,3 +164,9 @@ class CacheConfig(Strict):
         "entries Redis removed at once; turns on `notify-keyspace-events Exe` with CONFIG "
         "SET where that is off (where it is refused, lookups drop such entries instead).",
     )
+
+    @model_validator(mode="after")
+    def _embedding_judge_has_embedder(self) -> CacheConfig:
+        if self.verification and self.verification.judge == "embedding" and not self.embedder:
+            raise ValueError("cache.verification.judge 'embedding' needs cache.embedder")
+        return self

@@ -60,6 +60,10 @@ def test_gpu_profile_differs_from_local_only_in_values() -> None:
             "judge_model 'x' is not a model id",
         ),
         (lambda a: a["cache"].update(verification={"max_error_rate": 0}), "max_error_rate"),
+        (
+            lambda a: a["cache"].update(embedder=None, verification={"judge": "embedding"}),
+            "judge 'embedding' needs cache.embedder",
+        ),
         (lambda a: a["rerankers"][0].pop("kind"), "kind"),
         (lambda a: a["rerankers"][0].update(aliases=["default"]), "used twice"),
         (lambda a: a["routing"].update(first_token_timeouts={"fast": 5}), "first_token_timeouts"),
