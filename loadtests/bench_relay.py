@@ -160,6 +160,7 @@ async def level(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "chunks": 0,
+        "tokens": 0,
         "started": 0,
         "requests": 0,
         "errors": 0,
