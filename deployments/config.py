@@ -114,8 +114,26 @@ class PrefixAffinity(Strict):
         }
 
 
+class SyntheticEngine(Strict):
+    """A stand-in engine that streams tokens on a schedule without computing them
+    (deployments.synthetic): for measuring what the serving path relays, never for
+    real traffic."""
+
+    first_token_s: float = Field(default=0.05, ge=0, description="Delay before the first chunk.")
+    tokens_per_s: float = Field(
+        default=50, gt=0, description="Tokens per second per stream, after the first token."
+    )
+    stream_interval: int = Field(
+        default=1, ge=1, description="Tokens per chunk after the first (vLLM's stream_interval)."
+    )
+    output_tokens: int = Field(
+        default=256, ge=1, description="Tokens of an answer whose request sets no max_tokens."
+    )
+    max_model_len: int = Field(default=2048, ge=1, description="Context length it reports.")
+
+
 class LLMModelConfig(Strict):
-    """One vLLM model deployment."""
+    """One vLLM model deployment (or, with `synthetic`, a stand-in that computes nothing)."""
 
     id: str = Field(pattern=_ID_PATTERN, description="Model name clients send as `model`.")
     model: str = Field(
@@ -152,7 +170,22 @@ class LLMModelConfig(Strict):
         description="Send prompts that share a prefix to the replica that has it in its KV "
         "cache (while load allows); null: Serve's default (least loaded of two).",
     )
+    synthetic: SyntheticEngine | None = Field(
+        default=None,
+        description="Serve this model with a synthetic engine that streams tokens at a set "
+        "rate without computing them (relay capacity measurement only); the tokenizer and "
+        "chat template of `model` still count prompts.",
+    )
     deployment: ServeOptions = Field(description="How Ray Serve runs this model.")
+
+    @model_validator(mode="after")
+    def _synthetic_has_no_engine(self) -> LLMModelConfig:
+        if self.synthetic is not None and self.engine_kwargs:
+            raise ValueError(
+                f"model '{self.id}': engine_kwargs ({', '.join(sorted(self.engine_kwargs))}) "
+                "have no effect on a synthetic engine; remove them or `synthetic`"
+            )
+        return self
 
     @field_validator("engine_kwargs")
     @classmethod

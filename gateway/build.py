@@ -29,6 +29,7 @@ from deployments.faults import FaultyLLMDeployment
 from deployments.llm import LLMDeployment
 from deployments.prompt import PromptEncoder, load_prompt_encoder, load_text_token_counter
 from deployments.reranker import RerankerDeployment
+from deployments.synthetic import SyntheticLLMDeployment
 from gateway.api import make_api
 from gateway.auth import KeyRing, TenantsFile, load_tenants
 from gateway.backends import Backends, Handles, Probe, serve_backends
@@ -311,7 +312,9 @@ def build_app(args: dict[str, Any]) -> Application:
     sources |= {e.id: resolve_model_source(e.model, base) for e in config.embedders}
     sources |= {r.id: resolve_model_source(r.model, base) for r in config.rerankers}
     llms = {
-        m.id: as_deployment(LLMDeployment).options(**llm_options(m)).bind(m, sources[m.id])
+        m.id: as_deployment(LLMDeployment if m.synthetic is None else SyntheticLLMDeployment)
+        .options(**llm_options(m))
+        .bind(m, sources[m.id])
         for m in config.models
     }
     faults = {

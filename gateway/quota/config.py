@@ -13,6 +13,11 @@ Mode = Literal["open", "closed", "local"]
 
 
 class QuotaConfig(Strict):
+    enabled: bool = Field(
+        default=True,
+        description="False: every request is admitted unmetered and Redis is never asked "
+        "(tenants' limits are not enforced: for benchmarks and single-tenant laptops).",
+    )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         description="Quota store: a Redis that never evicts (maxmemory-policy noeviction).",

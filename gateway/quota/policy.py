@@ -128,7 +128,10 @@ class QuotaPolicy:
         in their lease sets (capped by `concurrent_requests`), atomically. Returns the
         Lease (its headers carry OpenAI's x-ratelimit-*-requests state). Raises
         RateLimited (429, with Retry-After) when a bucket or a concurrency cap refuses,
-        and QuotaUnavailable (503) when Redis is down and the route class fails closed."""
+        and QuotaUnavailable (503) when Redis is down and the route class fails closed.
+        With the quota disabled, admits unmetered (a Lease without holds) and raises nothing."""
+        if not self._config.enabled:
+            return Lease(uuid.uuid4().hex, principal, route_class, [])
         if self._replicas is not None:
             self._replicas.start()
         tenant, key = principal.tenant, principal.key

@@ -261,3 +261,14 @@ async def test_a_renewed_lease_outlives_its_ttl_and_a_dead_replicas_does_not() -
     await take(alive, who, 1)  # the dead replica's slot came back
     await alive.settle(kept, 1)
     assert alive._renewals.live == 1
+
+
+async def test_a_disabled_quota_admits_everything_without_asking_the_store() -> None:
+    store = InMemoryQuotaStore(Clock())
+    quota, seen = policy(store, enabled=False)
+    tight = Limits(requests=BucketLimit(per_minute=60, burst=1), concurrent_requests=1)
+    leases = [await take(quota, principal(tight), 10**6) for _ in range(3)]
+    for lease in leases:
+        assert lease.holds == [] and lease.headers == {}
+        await quota.settle(lease, 5)
+    assert store.log == [] and seen == []

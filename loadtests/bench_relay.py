@@ -1,0 +1,301 @@
+"""Relay capacity of one gateway replica, against synthetic engines (no model computes).
+
+The local profile with its models replaced by two synthetic ones (stream_interval 1
+and 4; same tokenizer and template), no fallbacks, no cache, one gateway replica. A
+closed loop of `c` streams per level, each for `--seconds`; per level: delivered output
+tok/s, chunks/s, requests/s, per-stream rate, TTFT, and CPU by process role (the load
+client included: it shares the cores). A pass at max_tokens 1 splits each role's CPU
+into a cost per request and per chunk. Capacity: loadtests.relay_capacity.capacity.
+
+    python -m loadtests.bench_relay [--levels 8,16,32,64,128] [--seconds 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import yaml
+
+from loadtests.bench_encoders import ROLES
+from loadtests.harness import (
+    RESULTS,
+    local_profile,
+    machine,
+    machine_line,
+    percentile,
+    redis_server,
+    serve_server,
+    wait_for_port,
+    with_redis,
+    write_result,
+)
+from loadtests.relay_capacity import capacity, replicas_needed, split_cpu
+from tests.ports import free_port
+
+FIRST_TOKEN_S, TOKENS_PER_S, MAX_TOKENS = 0.05, 20.0, 256
+INTERVALS = (1, 4)
+ENGINE_RATES = (2500, 10000)
+RELAY_ROLES = {**ROLES, "ServeReplica:raygate:llm-": "model"}
+
+
+def model_id(interval: int) -> str:
+    return f"synthetic-si{interval}"
+
+
+def relay_profile(redis_url: str, tenants_file: Path) -> dict[str, Any]:
+    config = with_redis(local_profile(), redis_url)
+    args = config["applications"][0]["args"]
+    template = args["models"][0]
+    args["models"] = [
+        {
+            "id": model_id(si),
+            "model": template["model"],
+            "chat_template": template["chat_template"],
+            "prefix_affinity": None,
+            "synthetic": {
+                "first_token_s": FIRST_TOKEN_S,
+                "tokens_per_s": TOKENS_PER_S,
+                "stream_interval": si,
+            },
+            "deployment": {"max_ongoing_requests": 4096, "num_cpus": 0},
+        }
+        for si in INTERVALS
+    ]
+    args["routing"].pop("auto", None)
+    args["routing"]["fallbacks"] = {}
+    args.pop("cache", None)
+    args["auth"]["tenants_file"] = str(tenants_file)
+    args["gateway"]["deployment"]["max_ongoing_requests"] = 4096
+    return config
+
+
+def roomy_tenants(path: Path) -> Path:
+    """The quota still runs (Redis round trips) but never refuses at these levels."""
+    big = {"per_minute": 10**9, "burst": 10**9}
+    limits: dict[str, Any] = {"requests": big, "tokens": big, "concurrent_requests": 100_000}
+    tenant = {"id": "local", "models": ["*"], "limits": limits}
+    path.write_text(yaml.safe_dump({"tenants": [tenant]}))
+    return path
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far by role: Serve's proxy and replicas, and this client."""
+    used: dict[str, float] = {}
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        role = next((r for tag, r in RELAY_ROLES.items() if f"ray::{tag}" in command), None)
+        if role is None:
+            continue
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        used[role] = used.get(role, 0.0) + times.user + times.system
+    own = psutil.Process().cpu_times()
+    used["client"] = own.user + own.system
+    return used
+
+
+async def stream(
+    client: httpx.AsyncClient, model: str, max_tokens: int, end: float, out: dict[str, Any]
+) -> None:
+    """One closed-loop stream: requests back to back until `end`, when it hangs up (the
+    gateway cancels). Counts chunks and tokens before `end`, each request's TTFT, and
+    the pace of each request that got two chunks or more."""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Count."}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    interval = int(model.rsplit("si", 1)[1])
+    while (start := time.monotonic()) < end:
+        out["started"] += 1
+        first = last = 0.0
+        tokens = 0
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                out["errors"] += 1
+                await response.aread()
+                continue
+            async for line in response.aiter_lines():
+                now = time.monotonic()
+                if now >= end:
+                    break
+                if not line.startswith("data: {") or '"usage":{' in line:
+                    continue
+                if not json.loads(line[6:])["choices"]:
+                    continue
+                out["chunks"] += 1
+                tokens += interval if tokens else 1
+                if not first:
+                    first = now
+                    out["ttft"].append(first - start)
+                last = now
+            else:
+                out["requests"] += 1
+        out["tokens"] += min(tokens, max_tokens)
+        if last > first:
+            out["rates"].append((min(tokens, max_tokens) - 1) / (last - first))
+
+
+async def cpu_at(end: float) -> dict[str, float]:
+    """CPU by role at the window's end (streams still draining are not counted)."""
+    await asyncio.sleep(end - time.monotonic())
+    return cpu_seconds()
+
+
+async def level(
+    base_url: str, model: str, c: int, max_tokens: int, seconds: float
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "chunks": 0,
+        "tokens": 0,
+        "started": 0,
+        "requests": 0,
+        "errors": 0,
+        "ttft": [],
+        "rates": [],
+    }
+    limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
+        before = cpu_seconds()
+        end = time.monotonic() + seconds
+        streams = [stream(client, model, max_tokens, end, out) for _ in range(c)]
+        _, after = await asyncio.gather(asyncio.gather(*streams), cpu_at(end))
+        cpu = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    # tokens delivered in the window: chunks hold 1 (first) or `interval` tokens
+    return {
+        "model": model,
+        "concurrency": c,
+        "max_tokens": max_tokens,
+        "seconds": seconds,
+        "tok_s": out["tokens"] / seconds,
+        "chunks_s": out["chunks"] / seconds,
+        "requests_s": out["requests"] / seconds,
+        "requests": out["requests"],
+        "started": out["started"],
+        "chunks": out["chunks"],
+        "errors": out["errors"],
+        "stream_rate": percentile(out["rates"], 0.5) if out["rates"] else 0.0,
+        "ttft_p50_s": percentile(out["ttft"], 0.5) if out["ttft"] else 0.0,
+        "ttft_p95_s": percentile(out["ttft"], 0.95) if out["ttft"] else 0.0,
+        "cpu_s": cpu,
+        "cpu_share": {k: v / seconds for k, v in cpu.items()},
+    }
+
+
+def markdown(record: dict[str, Any]) -> str:
+    lines = [
+        f"Machine: {record['machine_line']}",
+        f"Command: `{record['command']}`",
+        "",
+        f"Synthetic engine: first token {FIRST_TOKEN_S * 1000:.0f} ms, {TOKENS_PER_S:.0f} tok/s "
+        f"per stream, max_tokens {MAX_TOKENS}; one gateway replica; {record['quota']}.",
+        "",
+        "| stream_interval | c | out tok/s | chunks/s | req/s | stream tok/s | TTFT p50 / p95 ms "
+        "| CPU cores: proxy / gateway / model / client | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in record["levels"]:
+        share = row["cpu_share"]
+        cores = " / ".join(
+            f"{share.get(r, 0):.2f}" for r in ("proxy", "gateway", "model", "client")
+        )
+        lines.append(
+            f"| {row['model'][-1]} | {row['concurrency']} | {row['tok_s']:.0f} "
+            f"| {row['chunks_s']:.0f} "
+            f"| {row['requests_s']:.1f} | {row['stream_rate']:.1f} "
+            f"| {row['ttft_p50_s'] * 1000:.0f} / {row['ttft_p95_s'] * 1000:.0f} | {cores} "
+            f"| {row['errors']} |"
+        )
+    lines += [
+        "",
+        "| stream_interval | capacity out tok/s (c) | CPU ms per request / per chunk: "
+        "proxy, gateway, model | gateway replicas per engine at "
+        + ", ".join(f"{r:,} tok/s" for r in ENGINE_RATES)
+        + " |",
+        "|---|---|---|---|",
+    ]
+    for si, cap in record["capacity"].items():
+        split = ", ".join(
+            f"{v['per_request_ms']:.2f} / {v['per_chunk_ms']:.3f}"
+            for v in cap["cpu_split"].values()
+        )
+        best = (
+            "none kept pace"
+            if cap["level"] is None
+            else f"{cap['level']['tok_s']:.0f} ({cap['level']['concurrency']})"
+        )
+        need = ", ".join(str(n) for n in cap["replicas_needed"].values()) or "-"
+        lines.append(f"| {si} | {best} | {split} | {need} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--levels", default="8,16,32,64,128")
+    parser.add_argument("--seconds", type=float, default=12.0)
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.levels.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="relay-"))
+    redis = redis_server(free_port(), workdir)
+    redis.start(ready_path=None)
+    wait_for_port(int(redis.base_url.rsplit(":", 1)[1]))
+    profile = relay_profile(redis.base_url + "/0", roomy_tenants(workdir / "tenants.yaml"))
+    server = serve_server("relay", profile, free_port(), workdir, RESULTS / "relay.log.tmp")
+    rows: list[dict[str, Any]] = []
+    try:
+        server.start(ready_path="/ready", timeout_s=400)
+        for si in INTERVALS:
+            model = model_id(si)
+            asyncio.run(level(server.base_url, model, 8, 8, 2))  # warm-up
+            for c in levels:
+                rows.append(asyncio.run(level(server.base_url, model, c, MAX_TOKENS, args.seconds)))
+                print(json.dumps({k: v for k, v in rows[-1].items() if k != "cpu_s"}), flush=True)
+            rows.append(asyncio.run(level(server.base_url, model, 64, 1, args.seconds / 2)))
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        server.stop()
+        redis.stop()
+    caps: dict[str, Any] = {}
+    for si in INTERVALS:
+        mine = [r for r in rows if r["model"] == model_id(si) and r["max_tokens"] > 1]
+        short = next(r for r in rows if r["model"] == model_id(si) and r["max_tokens"] == 1)
+        best = capacity(mine, TOKENS_PER_S, FIRST_TOKEN_S)
+        base = best or max(mine, key=lambda r: r["tok_s"])
+        cpu_split = {}
+        for role in ("proxy", "gateway", "model", "client"):
+            a, b = split_cpu(
+                (base["cpu_s"].get(role, 0.0), base["started"], base["chunks"]),
+                (short["cpu_s"].get(role, 0.0), short["started"], short["chunks"]),
+            )
+            cpu_split[role] = {"per_request_ms": a * 1000, "per_chunk_ms": b * 1000}
+        need = {} if best is None else {r: replicas_needed(r, best["tok_s"]) for r in ENGINE_RATES}
+        caps[str(si)] = {"level": best, "cpu_split": cpu_split, "replicas_needed": need}
+    m = machine()
+    record = {
+        "machine": m,
+        "machine_line": machine_line(m),
+        "command": "python -m loadtests.bench_relay "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "quota": "quota on (Redis round trips; limits never reached), no cache",
+        "levels": rows,
+        "capacity": caps,
+    }
+    write_result("relay", record, markdown(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
