@@ -174,7 +174,7 @@ def launch(v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str) -
     try:
         for server in servers:
             started.append(server)
-            server.start(ready_path="/v1/models", timeout_s=420)
+            server.start(ready_path="/v1/models", timeout_s=300)
     except BaseException:
         for server in reversed(started):
             server.stop()
@@ -264,7 +264,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"Command: `{record['command']}`",
         f"Model: {record['model']}; {record['max_tokens']} output tokens per request "
         "(ignore_eos; usage checked on every request), streamed with include_usage, distinct "
-        f"seeded prompts. {record['repeat']} interleaved repeat(s), order rotated each repeat "
+        f"seeded prompts. {record['repeat']} interleaved repeat(s)"
+        f"{'' if record['complete'] else ' (INCOMPLETE: interrupted)'}, order rotated each repeat "
         "(orders in the JSON). TTFT percentiles pool every request of every repeat; tok/s is "
         "the median of the runs (each run's in the JSON). Ratios are against raw vLLM.",
         "",
@@ -353,6 +354,26 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, str] = {}
     failed: dict[str, str] = {}
     orders: list[list[str]] = []
+    command = "python -m loadtests.bench_llm " + " ".join(argv or sys.argv[1:])
+
+    def save(done: bool) -> None:
+        kept = {name: reps for name, reps in runs.items() if name not in failed and reps}
+        record = {
+            "machine": machine(),
+            "command": command,
+            "complete": done,
+            "model": profile["applications"][0]["args"]["models"][0]["id"],
+            "max_tokens": args.max_tokens,
+            "repeat": args.repeat,
+            "plan": plan,
+            "orders": orders,
+            **summarise(kept),
+            "skipped": skipped,
+            "failed": failed,
+            "runs": runs,
+        }
+        write_result("llm_streaming", record, markdown(record), echo=done)
+
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         redis = redis_server(free_port(), workdir)  # raygate's quota store and cache
@@ -377,24 +398,10 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  FAILED {name}: {failed[name]}", file=sys.stderr, flush=True)
                         continue
                     runs[name].append({"repeat": rep, "position": position, **run})
+                    save(done=False)  # an interrupted run still leaves what it measured
         finally:
             redis.stop()
-
-    kept = {name: reps for name, reps in runs.items() if name not in failed and reps}
-    record = {
-        "machine": machine(),
-        "command": "python -m loadtests.bench_llm " + " ".join(argv or sys.argv[1:]),
-        "model": profile["applications"][0]["args"]["models"][0]["id"],
-        "max_tokens": args.max_tokens,
-        "repeat": args.repeat,
-        "plan": plan,
-        "orders": orders,
-        **summarise(kept),
-        "skipped": skipped,
-        "failed": failed,
-        "runs": runs,
-    }
-    write_result("llm_streaming", record, markdown(record))
+    save(done=True)
     return 1 if failed else 0
 
 

@@ -339,7 +339,9 @@ def process_role(command: str) -> str:
     return next((role for tag, role in ROLE_PATTERNS if tag in command), "other")
 
 
-def _tree(roots: Sequence[int]) -> list[psutil.Process]:
+def _tree(roots: Sequence[int] | None) -> list[psutil.Process]:
+    if roots is None:
+        return list(psutil.process_iter())
     processes: list[psutil.Process] = []
     for pid in roots:
         try:
@@ -350,10 +352,10 @@ def _tree(roots: Sequence[int]) -> list[psutil.Process]:
     return processes
 
 
-def cpu_snapshot(roots: Sequence[int], client: bool = True) -> dict[int, tuple[str, float]]:
+def cpu_snapshot(roots: Sequence[int] | None, client: bool = True) -> dict[int, tuple[str, float]]:
     """CPU seconds so far of every process under `roots` (their whole trees, so another
-    cluster on this machine is never counted) and, with `client`, of this process
-    (role "load-client"), as {pid: (role, seconds)}."""
+    cluster on this machine is never counted; None: every process) and, with `client`,
+    of this process (role "load-client"), as {pid: (role, seconds)}."""
     out: dict[int, tuple[str, float]] = {}
     for process in _tree(roots):
         try:
@@ -380,11 +382,12 @@ def cpu_delta(
     return used
 
 
-def write_result(name: str, record: dict[str, Any], markdown: str) -> None:
-    """Save a benchmark's record (JSON) and its table (Markdown), and print the table."""
+def write_result(name: str, record: dict[str, Any], markdown: str, echo: bool = True) -> None:
+    """Save a benchmark's record (JSON) and its table (Markdown); with `echo`, print the table."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     md_path.write_text(markdown)
-    print(markdown)
-    print(f"wrote {json_path} and {md_path}")
+    if echo:
+        print(markdown)
+        print(f"wrote {json_path} and {md_path}")
