@@ -6,7 +6,8 @@ the cluster run and averaged (this machine's speed drifts by up to a quarter). C
 the local profile under `serve run` (its own Redis), /v1/embeddings with 1 and with 32
 texts per request (a search query; an indexing job) and /v1/rerank with `--docs`
 documents per request, at concurrency 1, 8 and 32. For each cluster run the CPU time of
-the proxy, gateway and model replicas is sampled: the per-request cost of each hop.
+the proxy, gateway and model replicas (and of Ray's own processes and the load client) is
+sampled: the per-request cost of each hop.
 Writes loadtests/results/encoders.{json,md}.
 
     .venv/bin/python -m loadtests.bench_encoders [--seconds 20]
@@ -23,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from deployments.embedder import SentenceEmbedder
 from deployments.reranker import BiEncoderScorer
 from loadtests.harness import (
     RESULTS,
     ROOT,
+    Server,
+    cpu_delta,
+    cpu_snapshot,
     local_profile,
     machine,
     machine_line,
@@ -80,11 +83,11 @@ def in_process(seconds: float, docs: int) -> dict[str, Any]:
 
 
 async def drive(
-    base_url: str, path: str, make: Any, concurrency: int, seconds: float, per_request: int
+    server: Server, path: str, make: Any, concurrency: int, seconds: float, per_request: int
 ) -> dict[str, Any]:
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=120, limits=limits) as client:
         stop = time.perf_counter() + seconds
         counter = iter(range(10**9))
 
@@ -96,16 +99,14 @@ async def drive(
                 response.raise_for_status()
                 latencies.append((time.perf_counter() - t0) * 1000)
 
-        before = cpu_seconds()
+        roots = [server.process.pid] if server.process else []
+        before = cpu_snapshot(roots)
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-        after = cpu_seconds()
+        cpu = cpu_delta(before, cpu_snapshot(roots))
     requests = max(len(latencies), 1)
-    cpu = {
-        role: round((after.get(role, 0.0) - used) * 1000 / requests, 1)
-        for role, used in before.items()
-    }
+    cpu = {role: round(seconds * 1000 / requests, 1) for role, seconds in sorted(cpu.items())}
     return {
         "concurrency": concurrency,
         "requests": len(latencies),
@@ -114,30 +115,6 @@ async def drive(
         "p95_ms": round(percentile(latencies, 0.95), 1),
         "cpu_ms_per_request": cpu,
     }
-
-
-ROLES = {
-    "ProxyActor": "proxy",
-    "ServeReplica:raygate:gateway": "gateway",
-    "ServeReplica:raygate:embedder": "embedder",
-    "ServeReplica:raygate:reranker": "reranker",
-}
-
-
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by the Serve proxy and replicas, by role."""
-    used: dict[str, float] = {}
-    for process in psutil.process_iter(["cmdline"]):
-        command = " ".join(process.info["cmdline"] or [])
-        role = next((r for tag, r in ROLES.items() if f"ray::{tag}" in command), None)
-        if role is None:
-            continue
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        used[role] = used.get(role, 0.0) + times.user + times.system
-    return used
 
 
 def cluster(seconds: float, docs: int, workdir: Path) -> dict[str, Any]:
@@ -167,10 +144,10 @@ def cluster(seconds: float, docs: int, workdir: Path) -> dict[str, Any]:
         for c in (1, 8, 32):
             for texts in (1, 32):
                 row = asyncio.run(
-                    drive(server.base_url, "/v1/embeddings", embed_body(texts), c, seconds, texts)
+                    drive(server, "/v1/embeddings", embed_body(texts), c, seconds, texts)
                 )
                 out["embeddings"].append({**row, "per_request": texts})
-            row = asyncio.run(drive(server.base_url, "/v1/rerank", rerank_body, c, seconds, docs))
+            row = asyncio.run(drive(server, "/v1/rerank", rerank_body, c, seconds, docs))
             out["rerank"].append({**row, "per_request": docs})
         return out
     finally:
@@ -211,7 +188,7 @@ def markdown(record: dict[str, Any]) -> str:
             lines.append(
                 f"| {route} | {row['per_request']} | {row['concurrency']} | {row['items_per_s']} "
                 f"| {ratio:.2f}x | {row['p50_ms']} | {row['p95_ms']} "
-                f"| {cpu.get('proxy', 0.0)}, {cpu.get('gateway', 0.0)}, {model} |"
+                f"| {cpu.get('serve-proxy', 0.0)}, {cpu.get('gateway', 0.0)}, {model} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -1,39 +1,87 @@
-"""Streaming chat throughput and TTFT: raygate vs vLLM's own OpenAI server (and Ray Serve LLM).
+"""Streaming chat throughput, TTFT, per-stage time and CPU by process: raygate vs vLLM's
+own server, vLLM behind LiteLLM, and Ray Serve LLM, in one interleaved run.
 
-The same model and engine settings (the local profile's) are served by each system in
-turn, on this machine, and driven with the same streaming load: concurrency 1, 4 and 16,
-fixed output length (ignore_eos). Writes loadtests/results/llm_streaming.{json,md}.
+The same model and engine settings (the local profile's first model) are served by each
+system in turn, one engine up at a time, and driven with the same streaming load:
+concurrency 1, 4 and 16, fixed output length (ignore_eos), distinct seeded prompts. The
+run order rotates every repeat (a Latin square); TTFT percentiles pool every request of
+every repeat, throughput is the median of the runs. Every request must report
+usage.completion_tokens == max_tokens. Systems and raygate trials are named variants
+(loadtests/llm_systems.py). Writes loadtests/results/llm_streaming.{json,md}.
 
-    .venv/bin/python -m loadtests.bench_llm [--systems vllm raygate ray-serve-llm]
+    flock /tmp/raygate-cluster.lock .venv/bin/python -m loadtests.bench_llm --repeat 2 \\
+        [--systems vllm vllm+litellm ray-serve-llm raygate raygate+quota+cache \\
+         raygate/direct-ingress+same-loop]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
-import statistics
+import os
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from gateway.config import AppConfig
 from loadtests.harness import (
     ENV,
     PY,
     RESULTS,
+    ROOT,
+    SERVE,
     Server,
+    cpu_delta,
+    cpu_snapshot,
     local_profile,
     machine,
     machine_line,
     redis_server,
-    serve_server,
     streaming_level,
     wait_for_port,
     with_redis,
     write_result,
 )
+from loadtests.llm_stats import (
+    cpu_per_request,
+    latin_order,
+    pool_cpu,
+    pool_level,
+    ratios,
+    stage_summary,
+)
+from loadtests.llm_systems import Variant, names, variant
 from tests.ports import free_port
+
+LITELLM = Path(os.environ.get("RAYGATE_LITELLM", ROOT / ".venv-litellm" / "bin" / "litellm"))
+LITELLM_ENV = {
+    "LITELLM_MODE": "PRODUCTION",
+    "LITELLM_LOG": "ERROR",
+    "DISABLE_ADMIN_UI": "True",
+    "NO_DOCS": "True",
+}
+DEFAULT_REQUESTS = {1: 32, 4: 64, 16: 128}
+
+
+class Unavailable(RuntimeError):
+    """A system that cannot run on this checkout or machine (skipped, with the reason)."""
+
+
+@dataclass
+class Launched:
+    servers: list[Server]
+    base_url: str
+    env: dict[str, str]
+
+    def roots(self) -> list[int]:
+        return [s.process.pid for s in self.servers if s.process is not None]
 
 
 def vllm_server(model: dict[str, Any], port: int, log: Path) -> Server:
@@ -41,7 +89,7 @@ def vllm_server(model: dict[str, Any], port: int, log: Path) -> Server:
     argv = [
         PY, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model["model"], "--served-model-name", model["id"],
-        "--host", "127.0.0.1", "--port", str(port),
+        "--host", "127.0.0.1", "--port", str(port), "--disable-uvicorn-access-log",
     ]  # fmt: skip
     for key, value in model["engine_kwargs"].items():
         flag = "--" + key.replace("_", "-")
@@ -49,157 +97,312 @@ def vllm_server(model: dict[str, Any], port: int, log: Path) -> Server:
             argv.append(flag)
         elif value is not False:
             argv += [flag, str(value)]
-    return Server("vllm", argv, f"http://127.0.0.1:{port}", ENV, log)
+    return Server("vllm", argv, f"http://127.0.0.1:{port}", dict(ENV), log)
 
 
-def ray_serve_llm_config(profile: dict[str, Any]) -> dict[str, Any]:
-    config = copy.deepcopy(profile)
+def litellm_config(model_id: str, vllm_port: int) -> dict[str, Any]:
+    """LiteLLM's proxy config for one vLLM server: no database, no key, no retries."""
+    return {
+        "model_list": [
+            {
+                "model_name": model_id,
+                "litellm_params": {
+                    "model": f"hosted_vllm/{model_id}",
+                    "api_base": f"http://127.0.0.1:{vllm_port}/v1",
+                    "api_key": "none",
+                },
+            }
+        ],
+        "litellm_settings": {"request_timeout": 600, "num_retries": 0, "set_verbose": False},
+        "general_settings": {"disable_spend_logs": True, "disable_error_logs": True},
+    }
+
+
+def serve_config(v: Variant, profile: dict[str, Any], redis_url: str, port: int) -> dict:
+    """The variant's serve config on `port`, its quota and cache on `redis_url`.
+
+    Raises Unavailable when this checkout's gateway rejects the patched app config.
+    """
+    config = v.config(profile)
+    config["http_options"]["port"] = port
     app = config["applications"][0]
-    app["import_path"] = "loadtests.ray_serve_llm_app:build_app"
-    app["args"] = {"model": app["args"]["models"][0]}
+    if app["import_path"].startswith("gateway."):
+        config = with_redis(config, redis_url)
+        try:
+            AppConfig.model_validate(config["applications"][0]["args"])
+        except ValueError as e:
+            raise Unavailable(f"this checkout's gateway rejects the config: {e}") from e
     return config
 
 
-def run_system(server: Server, model_id: str, levels: list[int], max_tokens: int) -> list[dict]:
+def launch(v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str) -> Launched:
+    """The variant's servers, started in order and ready, with the env each got.
+
+    Raises Unavailable (nothing left running) when the variant cannot run here.
+    """
+    model = profile["applications"][0]["args"]["models"][0]
+    log = RESULTS / f"llm_streaming.{v.name.replace('/', '_')}.log.tmp"
+    port = free_port()
+    if v.launcher == "serve":
+        direct = free_port() if v.direct_ingress else None
+        env = {**ENV, **v.environment(direct)}
+        path = workdir / f"{v.name.replace('/', '_')}.yaml"
+        path.write_text(yaml.safe_dump(serve_config(v, profile, redis_url, port)))
+        base = f"http://127.0.0.1:{direct or port}"  # direct ingress: the replica's own port
+        servers = [Server(v.name, [SERVE, "run", str(path)], base, env, log)]
+    else:
+        vllm = vllm_server(model, port, log)
+        servers = [vllm]
+        if v.launcher == "vllm+litellm":
+            if not LITELLM.exists():
+                raise Unavailable(f"{LITELLM} not found: run scripts/setup_litellm.sh")
+            front = free_port()
+            path = workdir / "litellm.yaml"
+            path.write_text(yaml.safe_dump(litellm_config(model["id"], port)))
+            argv = [str(LITELLM), "--config", str(path), "--host", "127.0.0.1"]
+            argv += ["--port", str(front), "--num_workers", "1"]
+            servers.append(
+                Server(
+                    "litellm",
+                    argv,
+                    f"http://127.0.0.1:{front}",
+                    LITELLM_ENV,
+                    log.with_suffix(".litellm"),
+                )
+            )
+    started: list[Server] = []
     try:
-        server.start()
-        asyncio.run(streaming_level(server.base_url, model_id, 2, 4, 16))  # warm-up
-        results = []
-        for c in levels:
-            requests = max(8, 4 * c)
-            level = asyncio.run(streaming_level(server.base_url, model_id, c, requests, max_tokens))
-            print(f"  {server.name} c={c}: {level}", flush=True)
-            results.append(level)
-        return results
+        for server in servers:
+            started.append(server)
+            server.start(ready_path="/v1/models", timeout_s=300)
+    except BaseException:
+        for server in reversed(started):
+            server.stop()
+        raise
+    merged: dict[str, str] = {}
+    for server in servers:
+        merged.update(server.env)
+    return Launched(servers, servers[-1].base_url, merged)
+
+
+@contextmanager
+def running(
+    v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str
+) -> Iterator[Launched]:
+    launched = launch(v, profile, workdir, redis_url)
+    try:
+        yield launched
     finally:
-        server.stop()
+        for server in reversed(launched.servers):
+            server.stop()
+
+
+def run_system(
+    v: Variant,
+    profile: dict[str, Any],
+    workdir: Path,
+    redis: Server,
+    plan: list[tuple[int, int]],
+    max_tokens: int,
+) -> dict[str, Any]:
+    """One run of `v`: start, warm up, each (concurrency, requests) level with CPU by
+    process role (the servers' process trees, Redis and this client), stop."""
+    model_id = profile["applications"][0]["args"]["models"][0]["id"]
+    with running(v, profile, workdir, redis.base_url + "/0") as up:
+        tag = f" ({uuid.uuid4().hex[:8]})"  # a fresh prompt set per run: every cache lookup misses
+        asyncio.run(streaming_level(up.base_url, model_id, 2, 8, max_tokens, tag + " warm-up"))
+        roots = up.roots() + ([redis.process.pid] if v.redis and redis.process else [])
+        levels = []
+        for c, n in plan:
+            before = cpu_snapshot(roots)
+            level = asyncio.run(streaming_level(up.base_url, model_id, c, n, max_tokens, tag))
+            level["cpu_ms_per_request"] = cpu_per_request(cpu_delta(before, cpu_snapshot(roots)), n)
+            print(
+                f"  {v.name} c={c}: {level['output_tok_s']} tok/s, TTFT p50 "
+                f"{level['ttft_p50_ms']} p95 {level['ttft_p95_ms']} ms",
+                flush=True,
+            )
+            levels.append(level)
+        return {"env": up.env, "base_url": up.base_url, "levels": levels}
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Pooled levels, ratios to vLLM, stages and CPU per system from the runs."""
+    pooled: dict[str, list[dict]] = {}
+    stages: dict[str, list[dict]] = {}
+    cpu: dict[str, list[dict]] = {}
+    for name, reps in runs.items():
+        if not reps:
+            continue
+        by_level = list(zip(*(r["levels"] for r in reps), strict=True))
+        pooled[name] = [pool_level(levels) for levels in by_level]
+        stages[name] = [
+            {
+                "concurrency": levels[0]["concurrency"],
+                "stages": stage_summary([q for lv in levels for q in lv["requests_detail"]]),
+            }
+            for levels in by_level
+        ]
+        cpu[name] = [
+            {
+                "concurrency": levels[0]["concurrency"],
+                "cpu_ms_per_request": pool_cpu([lv["cpu_ms_per_request"] for lv in levels]),
+            }
+            for levels in by_level
+        ]
+    return {"systems": pooled, "comparison": ratios(pooled), "stages": stages, "cpu": cpu}
 
 
 def markdown(record: dict[str, Any]) -> str:
-    m = record["machine"]
+    comparison = {
+        (name, r["concurrency"]): r for name, rows in record["comparison"].items() for r in rows
+    }
     lines = [
-        "# Streaming chat: raygate vs vLLM's own server",
+        "# Streaming chat: raygate, vLLM, vLLM behind LiteLLM, Ray Serve LLM",
         "",
-        machine_line(m),
+        machine_line(record["machine"]),
         f"Command: `{record['command']}`",
         f"Model: {record['model']}; {record['max_tokens']} output tokens per request "
-        "(ignore_eos), streamed with include_usage. Figures are medians of "
-        f"{record['repeat']} interleaved run(s) per system; every run is in the JSON.",
+        "(ignore_eos; usage checked on every request), streamed with include_usage, distinct "
+        f"seeded prompts. {record['repeat']} interleaved repeat(s)"
+        f"{'' if record['complete'] else ' (INCOMPLETE: interrupted)'}, order rotated each repeat "
+        "(orders in the JSON). TTFT percentiles pool every request of every repeat; tok/s is "
+        "the median of the runs (each run's in the JSON). Ratios are against raw vLLM.",
         "",
-        "| system | concurrency | requests | output tok/s | TTFT p50 ms | TTFT p95 ms |",
-        "|---|---|---|---|---|---|",
+        "| system | concurrency | requests | output tok/s | vs vLLM | TTFT p50 ms | p95 ms "
+        "| p99 ms | p95 vs vLLM | p50 added ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for system, levels in record["systems"].items():
-        for r in levels:
+    for name, rows in record["systems"].items():
+        for r in rows:
+            cmp = comparison.get((name, r["concurrency"]), {})
             lines.append(
-                f"| {system} | {r['concurrency']} | {r['requests']} | {r['output_tok_s']} | "
-                f"{r['ttft_p50_ms']} | {r['ttft_p95_ms']} |"
+                f"| {name} | {r['concurrency']} | {r['requests']} | {r['output_tok_s']} "
+                f"| {_x(cmp.get('throughput_ratio'))} | {r['ttft_p50_ms']} | {r['ttft_p95_ms']} "
+                f"| {r['ttft_p99_ms']} | {_x(cmp.get('ttft_p95_ratio'))} "
+                f"| {cmp.get('ttft_p50_added_ms', '-')} |"
             )
-    if record.get("comparison"):
-        lines += [
-            "",
-            "| vs vLLM | concurrency | throughput ratio | TTFT p50 added ms |",
-            "|---|---|---|---|",
-        ]
-        for system, rows in record["comparison"].items():
-            for r in rows:
-                lines.append(
-                    f"| {system} | {r['concurrency']} | {r['throughput_ratio']} | "
-                    f"{r['ttft_p50_added_ms']} |"
-                )
+    stage_rows = [
+        f"| {name} | {s['concurrency']} | {stage} | {v['n']} | {v['p50_ms']} | {v['p95_ms']} |"
+        for name, levels in record["stages"].items()
+        for s in levels
+        for stage, v in s["stages"].items()
+    ]
+    lines += [
+        "",
+        "Per-request stages (the `Server-Timing` header, LiteLLM's overhead header; "
+        "client-remainder = client TTFT minus the server's ttft):",
+        "",
+    ]
+    if stage_rows:
+        lines += ["| system | concurrency | stage | requests | p50 ms | p95 ms |",
+                  "|---|---|---|---|---|---|", *stage_rows]  # fmt: skip
+    else:
+        lines.append("No system sent stage timings.")
+    roles = sorted({role for levels in record["cpu"].values() for lv in levels
+                    for role in lv["cpu_ms_per_request"]})  # fmt: skip
+    lines += ["", "CPU ms per request by process role (median of the runs; the load client "
+              "shares the machine):", "",
+              "| system | concurrency | " + " | ".join(roles) + " |",
+              "|---|---|" + "---|" * len(roles)]  # fmt: skip
+    for name, levels in record["cpu"].items():
+        for lv in levels:
+            cells = " | ".join(str(lv["cpu_ms_per_request"].get(role, "-")) for role in roles)
+            lines.append(f"| {name} | {lv['concurrency']} | {cells} |")
+    for name, reason in record["skipped"].items():
+        lines.append(f"\nSkipped {name}: {reason}")
+    for name, reason in record["failed"].items():
+        lines.append(f"\nFAILED {name}: {reason}")
     return "\n".join(lines) + "\n"
 
 
-def median_levels(repetitions: list[list[dict]]) -> list[dict]:
-    """Per concurrency level, the median of each figure over the repetitions."""
-    merged = []
-    for levels in zip(*repetitions, strict=True):
-        row = dict(levels[0])
-        for key in ("output_tok_s", "ttft_p50_ms", "ttft_p95_ms"):
-            row[key] = round(statistics.median(level[key] for level in levels), 1)
-        row["requests"] = sum(level["requests"] for level in levels)
-        merged.append(row)
-    return merged
+def _x(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
-def compare(systems: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    base = {r["concurrency"]: r for r in systems.get("vllm", [])}
-    out: dict[str, list[dict]] = {}
-    for name, levels in systems.items():
-        if name == "vllm" or not base:
-            continue
-        out[name] = [
-            {
-                "concurrency": r["concurrency"],
-                "throughput_ratio": round(
-                    r["output_tok_s"] / base[r["concurrency"]]["output_tok_s"], 3
-                ),
-                "ttft_p50_added_ms": round(
-                    r["ttft_p50_ms"] - base[r["concurrency"]]["ttft_p50_ms"], 1
-                ),
-            }
-            for r in levels
-            if r["concurrency"] in base
-        ]
-    return out
-
-
-def make_server(name: str, profile: dict[str, Any], workdir: Path, redis: Server) -> Server:
-    model = profile["applications"][0]["args"]["models"][0]
-    port = free_port()
-    log = RESULTS / f"llm_streaming.{name}.log.tmp"
-    if name == "vllm":
-        return vllm_server(model, port, log)
-    if name == "raygate":
-        return serve_server(name, with_redis(profile, redis.base_url + "/0"), port, workdir, log)
-    return serve_server(name, ray_serve_llm_config(profile), port, workdir, log)
+def level_plan(concurrency: list[int], requests: list[int] | None) -> list[tuple[int, int]]:
+    """(concurrency, requests) per level: `requests` in order, else 32/64/128 at 1/4/16
+    and max(32, 8c) elsewhere. Raises ValueError when the two lists differ in length."""
+    if requests is None:
+        requests = [DEFAULT_REQUESTS.get(c, max(32, 8 * c)) for c in concurrency]
+    if len(requests) != len(concurrency):
+        raise ValueError("--requests needs one count per --concurrency level")
+    return list(zip(concurrency, requests, strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--systems", nargs="+", default=["vllm", "raygate", "ray-serve-llm"],
-        choices=["vllm", "raygate", "ray-serve-llm"],
+        "--systems", nargs="+", metavar="SYSTEM",
+        default=["vllm", "vllm+litellm", "ray-serve-llm", "raygate", "raygate+quota+cache"],
+        help="systems and raygate trials: " + ", ".join(names()),
     )  # fmt: skip
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
+    parser.add_argument("--requests", nargs="+", type=int, help="per level (default 32/64/128)")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="interleaved runs per system; medians reported"
-    )
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per system")
     args = parser.parse_args(argv)
+    try:
+        variants = {name: variant(name) for name in args.systems}
+        plan = level_plan(args.concurrency, args.requests)
+    except (KeyError, ValueError) as e:
+        parser.error(str(e))
 
     profile = local_profile()
-    model_id = profile["applications"][0]["args"]["models"][0]["id"]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, list[list[dict]]] = {name: [] for name in args.systems}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    orders: list[list[str]] = []
+    command = "python -m loadtests.bench_llm " + " ".join(argv or sys.argv[1:])
+
+    def save(done: bool) -> None:
+        kept = {name: reps for name, reps in runs.items() if name not in failed and reps}
+        record = {
+            "machine": machine(),
+            "command": command,
+            "complete": done,
+            "model": profile["applications"][0]["args"]["models"][0]["id"],
+            "max_tokens": args.max_tokens,
+            "repeat": args.repeat,
+            "plan": plan,
+            "orders": orders,
+            **summarise(kept),
+            "skipped": skipped,
+            "failed": failed,
+            "runs": runs,
+        }
+        write_result("llm_streaming", record, markdown(record), echo=done)
+
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        redis = redis_server(free_port(), workdir)  # raygate's quota store
+        redis = redis_server(free_port(), workdir)  # raygate's quota store and cache
         redis.start(ready_path=None)
         wait_for_port(int(redis.base_url.rsplit(":", 1)[1]))
         try:
-            for rep in range(args.repeat):  # interleaved: drift hits every system alike
-                for name in args.systems:
-                    server = make_server(name, profile, workdir, redis)
-                    print(f"{name} (run {rep + 1}): starting at {server.base_url}", flush=True)
-                    levels = run_system(server, model_id, args.concurrency, args.max_tokens)
-                    runs[name].append(levels)
+            for rep in range(args.repeat):
+                order = [n for n in latin_order(list(variants), rep) if n not in skipped | failed]
+                orders.append(order)
+                for position, name in enumerate(order):
+                    print(f"{name} (repeat {rep + 1}, position {position + 1})", flush=True)
+                    try:
+                        run = run_system(
+                            variants[name], profile, workdir, redis, plan, args.max_tokens
+                        )
+                    except Unavailable as e:
+                        skipped[name] = str(e)
+                        print(f"  SKIPPED {name}: {e}", file=sys.stderr, flush=True)
+                        continue
+                    except Exception as e:  # recorded and reported; exit status 1
+                        failed[name] = f"{type(e).__name__}: {e}"
+                        print(f"  FAILED {name}: {failed[name]}", file=sys.stderr, flush=True)
+                        continue
+                    runs[name].append({"repeat": rep, "position": position, **run})
+                    save(done=False)  # an interrupted run still leaves what it measured
         finally:
             redis.stop()
-
-    systems = {name: median_levels(reps) for name, reps in runs.items()}
-    record = {
-        "machine": machine(),
-        "command": "python -m loadtests.bench_llm " + " ".join(argv or sys.argv[1:]),
-        "model": model_id,
-        "max_tokens": args.max_tokens,
-        "repeat": args.repeat,
-        "systems": systems,  # medians over the repetitions
-        "comparison": compare(systems),
-        "runs": runs,
-    }
-    write_result("llm_streaming", record, markdown(record))
-    return 0
+    save(done=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

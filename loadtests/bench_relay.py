@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import yaml
 
-from loadtests.bench_encoders import ROLES
 from loadtests.harness import (
     RESULTS,
+    cpu_snapshot,
     local_profile,
     machine,
     machine_line,
@@ -44,7 +43,13 @@ from tests.ports import free_port
 FIRST_TOKEN_S, TOKENS_PER_S, MAX_TOKENS = 0.05, 20.0, 256
 INTERVALS = (1, 4)
 ENGINE_RATES = (2500, 10000)
-RELAY_ROLES = {**ROLES, "ServeReplica:raygate:llm-": "model"}
+# harness roles, by the names of this benchmark's table
+RELAY_ROLES = {
+    "serve-proxy": "proxy",
+    "gateway": "gateway",
+    "llm-replica": "model",
+    "load-client": "client",
+}
 
 
 def model_id(interval: int) -> str:
@@ -90,18 +95,9 @@ def roomy_tenants(path: Path) -> Path:
 def cpu_seconds() -> dict[str, float]:
     """CPU seconds so far by role: Serve's proxy and replicas, and this client."""
     used: dict[str, float] = {}
-    for process in psutil.process_iter(["cmdline"]):
-        command = " ".join(process.info["cmdline"] or [])
-        role = next((r for tag, r in RELAY_ROLES.items() if f"ray::{tag}" in command), None)
-        if role is None:
-            continue
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        used[role] = used.get(role, 0.0) + times.user + times.system
-    own = psutil.Process().cpu_times()
-    used["client"] = own.user + own.system
+    for role, seconds in cpu_snapshot(None).values():
+        if (name := RELAY_ROLES.get(role)) is not None:
+            used[name] = used.get(name, 0.0) + seconds
     return used
 
 

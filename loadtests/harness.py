@@ -1,4 +1,5 @@
-"""Shared benchmark plumbing: start and stop servers, streaming load, percentiles, records."""
+"""Shared benchmark plumbing: start and stop servers, streaming load, Server-Timing,
+CPU by process role, percentiles, records."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,17 +149,79 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def parse_server_timing(values: Sequence[str]) -> dict[str, float]:
+    """The metrics of W3C Server-Timing header lines (`name;dur=ms;desc="..."`, comma
+    lists, several lines) as {name: dur ms}. A metric without a valid `dur` is left out;
+    a repeated name keeps its first value (the standard's rule for duplicates)."""
+    out: dict[str, float] = {}
+    for value in values:
+        for metric in _split_outside_quotes(value, ","):
+            name, *params = (part.strip() for part in _split_outside_quotes(metric, ";"))
+            if not name or name in out:
+                continue
+            for param in params:
+                key, _, raw = param.partition("=")
+                if key.strip().lower() != "dur":
+                    continue
+                try:
+                    out[name] = float(raw.strip().strip('"'))
+                except ValueError:
+                    pass
+                break
+    return out
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif quoted and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [p for p in parts if p.strip()]
+
+
+# Response headers kept per request, beside Server-Timing, as stages in ms.
+TIMING_HEADERS = {"x-litellm-overhead-duration-ms": "litellm-overhead"}
+
+
 @dataclass
 class StreamResult:
     ttft_s: float
     total_s: float
     output_tokens: int
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+class UsageMismatch(RuntimeError):
+    """A response reported no usage, or a completion length other than max_tokens."""
 
 
 async def stream_chat(
-    client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int
+    client: httpx.AsyncClient,
+    model: str,
+    prompt: str,
+    max_tokens: int,
+    seed: int | None = None,
 ) -> StreamResult:
-    body = {
+    """One streaming chat of exactly `max_tokens` tokens (ignore_eos) with usage requested.
+
+    Returns the client-side TTFT and total time, the completion tokens and the server's
+    stages (Server-Timing and TIMING_HEADERS, ms). Raises UsageMismatch when the final
+    usage is missing or its completion_tokens is not `max_tokens`, RuntimeError for an
+    error event and httpx.HTTPStatusError for an error status.
+    """
+    body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
@@ -166,11 +230,17 @@ async def stream_chat(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if seed is not None:
+        body["seed"] = seed
     start = time.perf_counter()
     ttft: float | None = None
-    tokens = 0
+    tokens: int | None = None
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
+        stages = parse_server_timing(response.headers.get_list("server-timing"))
+        for header, stage in TIMING_HEADERS.items():
+            if (value := response.headers.get(header)) is not None:
+                stages[stage] = float(value)
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -181,33 +251,45 @@ async def stream_chat(
             if ttft is None and choices and choices[0].get("delta", {}).get("content"):
                 ttft = time.perf_counter() - start
             if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
+                tokens = chunk["usage"].get("completion_tokens")
     total = time.perf_counter() - start
-    return StreamResult(ttft if ttft is not None else total, total, tokens)
+    if tokens != max_tokens:
+        raise UsageMismatch(f"usage.completion_tokens {tokens!r}, expected {max_tokens}")
+    return StreamResult(ttft if ttft is not None else total, total, tokens, stages)
 
 
 async def streaming_level(
-    base_url: str, model: str, concurrency: int, requests: int, max_tokens: int
+    base_url: str,
+    model: str,
+    concurrency: int,
+    requests: int,
+    max_tokens: int,
+    prompt_tag: str = "",
 ) -> dict[str, Any]:
-    """`requests` streaming chats, `concurrency` at a time; aggregate tok/s and TTFT."""
-    prompts = [f"Write a short story about a robot named Unit-{i}." for i in range(requests)]
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for p in prompts:
-        queue.put_nowait(p)
+    """`requests` streaming chats, `concurrency` at a time, each with a distinct prompt
+    (tagged with `prompt_tag`, so runs never repeat one another's) and seed.
+
+    Returns aggregate tok/s, per-request TTFT (`ttft_ms`) and per-request stages
+    (`requests_detail`). Raises what stream_chat raises (the first failure ends the level).
+    """
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(requests):
+        queue.put_nowait(i)
     results: list[StreamResult] = []
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(base_url=base_url, timeout=300, limits=limits) as client:
 
         async def worker() -> None:
             while not queue.empty():
-                prompt = queue.get_nowait()
-                results.append(await stream_chat(client, model, prompt, max_tokens))
+                i = queue.get_nowait()
+                prompt = f"Write a short story about a robot named Unit-{i}{prompt_tag}."
+                results.append(await stream_chat(client, model, prompt, max_tokens, seed=i))
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
     tokens = sum(r.output_tokens for r in results)
-    ttfts = [r.ttft_s * 1000 for r in results]
+    ttfts = [round(r.ttft_s * 1000, 2) for r in results]
     return {
         "concurrency": concurrency,
         "requests": len(results),
@@ -216,14 +298,96 @@ async def streaming_level(
         "output_tok_s": round(tokens / wall, 1),
         "ttft_p50_ms": round(percentile(ttfts, 0.5), 1),
         "ttft_p95_ms": round(percentile(ttfts, 0.95), 1),
+        "ttft_ms": ttfts,
+        "requests_detail": [
+            {"ttft_ms": t, "total_ms": round(r.total_s * 1000, 2), "stages": r.stages}
+            for t, r in zip(ttfts, results, strict=True)
+        ],
     }
 
 
-def write_result(name: str, record: dict[str, Any], markdown: str) -> None:
-    """Save a benchmark's record (JSON) and its table (Markdown), and print the table."""
+# Process roles by a substring of the command line, first match wins: Serve's actors by
+# their `ray::` titles, Ray's own daemons, the engines and peers the benchmarks start.
+ROLE_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("ray::ProxyActor", "serve-proxy"),
+    ("ray::ServeController", "serve-controller"),
+    ("ray::ServeReplica:raygate:gateway", "gateway"),
+    ("Ingress", "gateway"),  # Ray Serve LLM's OpenAI ingress replica
+    ("ray::ServeReplica:raygate:llm-", "llm-replica"),
+    ("ray::ServeReplica:raygate:LLM", "llm-replica"),  # Ray Serve LLM's LLMServer
+    ("ray::ServeReplica:raygate:embedder", "embedder"),
+    ("ray::ServeReplica:raygate:reranker", "reranker"),
+    ("EngineCore", "vllm-engine-core"),
+    ("gcs_server", "ray-gcs"),
+    ("raylet", "ray-raylet"),
+    ("dashboard/dashboard.py", "ray-dashboard"),
+    ("dashboard/agent.py", "ray-dashboard-agent"),
+    ("runtime_env/agent/main.py", "ray-runtime-env-agent"),
+    ("log_monitor.py", "ray-log-monitor"),
+    ("monitor.py", "ray-autoscaler-monitor"),
+    ("ray::IDLE", "ray-idle-worker"),
+    ("litellm", "litellm"),
+    ("vllm.entrypoints.openai.api_server", "vllm-api-server"),
+    ("APIServer", "vllm-api-server"),
+    ("serve run", "serve-driver"),
+    ("redis-server", "redis"),
+)
+
+
+def process_role(command: str) -> str:
+    """The role of a process with command line `command` ("other" when none matches)."""
+    return next((role for tag, role in ROLE_PATTERNS if tag in command), "other")
+
+
+def _tree(roots: Sequence[int] | None) -> list[psutil.Process]:
+    if roots is None:
+        return list(psutil.process_iter())
+    processes: list[psutil.Process] = []
+    for pid in roots:
+        try:
+            root = psutil.Process(pid)
+            processes += [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+    return processes
+
+
+def cpu_snapshot(roots: Sequence[int] | None, client: bool = True) -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of every process under `roots` (their whole trees, so another
+    cluster on this machine is never counted; None: every process) and, with `client`,
+    of this process (role "load-client"), as {pid: (role, seconds)}."""
+    out: dict[int, tuple[str, float]] = {}
+    for process in _tree(roots):
+        try:
+            command = " ".join(process.cmdline()) or process.name()
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        out[process.pid] = (process_role(command), times.user + times.system)
+    if client:
+        times = psutil.Process().cpu_times()
+        out[os.getpid()] = ("load-client", times.user + times.system)
+    return out
+
+
+def cpu_delta(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds by role between two snapshots; a process born in between counts from
+    zero, one gone by `after` is lost (its time cannot be read any more)."""
+    used: dict[str, float] = {}
+    for pid, (role, seconds) in after.items():
+        start = before.get(pid, (role, 0.0))[1]
+        used[role] = used.get(role, 0.0) + max(seconds - start, 0.0)
+    return used
+
+
+def write_result(name: str, record: dict[str, Any], markdown: str, echo: bool = True) -> None:
+    """Save a benchmark's record (JSON) and its table (Markdown); with `echo`, print the table."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     md_path.write_text(markdown)
-    print(markdown)
-    print(f"wrote {json_path} and {md_path}")
+    if echo:
+        print(markdown)
+        print(f"wrote {json_path} and {md_path}")
