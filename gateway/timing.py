@@ -18,11 +18,8 @@ time in the gateway until its response starts.
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterator
-
-_DUR = re.compile(r"(?:^|;)\s*dur\s*=\s*([0-9.]+)")
+from collections.abc import Iterator, Sequence
 
 
 class Stages:
@@ -64,12 +61,43 @@ class Stages:
         return ", ".join(parts)
 
 
-def parse(header: str) -> dict[str, float]:
-    """A `Server-Timing` value (W3C: `name[;param=value]*`, comma-separated) as
-    {name: milliseconds}, for the metrics that carry a `dur`."""
-    stages = {}
-    for entry in header.split(","):
-        name, _, params = entry.strip().partition(";")
-        if name and (m := _DUR.search(";" + params)):
-            stages[name.strip()] = float(m.group(1))
-    return stages
+def parse(values: Sequence[str]) -> dict[str, float]:
+    """The metrics of W3C Server-Timing header lines (`name;dur=ms;desc="..."`, comma
+    lists, several lines) as {name: dur ms}. A metric without a valid `dur` is left out;
+    a repeated name keeps its first value (the standard's rule for duplicates)."""
+    out: dict[str, float] = {}
+    for value in values:
+        for metric in _split_outside_quotes(value, ","):
+            name, *params = (part.strip() for part in _split_outside_quotes(metric, ";"))
+            if not name or name in out:
+                continue
+            for param in params:
+                key, _, raw = param.partition("=")
+                if key.strip().lower() != "dur":
+                    continue
+                try:
+                    out[name] = float(raw.strip().strip('"'))
+                except ValueError:
+                    pass
+                break
+    return out
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif quoted and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [p for p in parts if p.strip()]

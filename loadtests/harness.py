@@ -22,6 +22,8 @@ import httpx
 import psutil
 import yaml
 
+from gateway.timing import parse as parse_server_timing
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "loadtests" / "results"
 PY = str(Path(sys.executable))
@@ -147,48 +149,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     k = (len(ordered) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def parse_server_timing(values: Sequence[str]) -> dict[str, float]:
-    """The metrics of W3C Server-Timing header lines (`name;dur=ms;desc="..."`, comma
-    lists, several lines) as {name: dur ms}. A metric without a valid `dur` is left out;
-    a repeated name keeps its first value (the standard's rule for duplicates)."""
-    out: dict[str, float] = {}
-    for value in values:
-        for metric in _split_outside_quotes(value, ","):
-            name, *params = (part.strip() for part in _split_outside_quotes(metric, ";"))
-            if not name or name in out:
-                continue
-            for param in params:
-                key, _, raw = param.partition("=")
-                if key.strip().lower() != "dur":
-                    continue
-                try:
-                    out[name] = float(raw.strip().strip('"'))
-                except ValueError:
-                    pass
-                break
-    return out
-
-
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    for ch in text:
-        if escaped:
-            escaped = False
-        elif quoted and ch == "\\":
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == sep and not quoted:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    parts.append("".join(current))
-    return [p for p in parts if p.strip()]
 
 
 # Response headers kept per request, beside Server-Timing, as stages in ms.

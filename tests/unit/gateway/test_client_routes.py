@@ -339,7 +339,7 @@ async def test_a_chat_reports_every_stage_and_the_replicas_share_of_ttft(
     finally:
         rig.llms[LLM].chunks, rig.llms[LLM].delay_s = None, 0.0
     assert reply.status_code == 200, reply.text
-    stages = parse_server_timing(reply.headers["server-timing"])
+    stages = parse_server_timing(reply.headers.get_list("server-timing"))
     before = ["auth", "parse", "admit", "route", "tok", "reserve", "ttft", "hop", "enc", "eq", "pf"]
     assert set(stages) == {*before, "total"}
     assert stages["ttft"] >= 20.0  # the model's delay
@@ -354,7 +354,7 @@ async def test_a_refused_request_reports_the_stages_it_went_through(
     body = {"model": "no-such-model", "messages": CHAT}
     reply = await client.post("/v1/chat/completions", json=body)
     assert reply.status_code == 404
-    assert set(parse_server_timing(reply.headers["server-timing"])) == {
+    assert set(parse_server_timing(reply.headers.get_list("server-timing"))) == {
         "auth",
         "parse",
         "admit",
@@ -365,7 +365,7 @@ async def test_a_refused_request_reports_the_stages_it_went_through(
 async def test_a_model_without_timings_reports_ttft_alone(client: httpx.AsyncClient) -> None:
     body = {"model": LLM, "messages": CHAT, "max_tokens": 4}
     reply = await client.post("/v1/chat/completions", json=body)
-    stages = parse_server_timing(reply.headers["server-timing"])
+    stages = parse_server_timing(reply.headers.get_list("server-timing"))
     assert "ttft" in stages and not {"hop", "enc", "eq", "pf"} & set(stages)
 
 
@@ -373,5 +373,5 @@ async def test_embeddings_report_their_stages(client: httpx.AsyncClient) -> None
     body = {"model": "all-minilm-l6-v2", "input": "hello"}
     reply = await client.post("/v1/embeddings", json=body)
     assert reply.status_code == 200, reply.text
-    stages = parse_server_timing(reply.headers["server-timing"])
+    stages = parse_server_timing(reply.headers.get_list("server-timing"))
     assert set(stages) == {"auth", "parse", "admit", "tok", "reserve", "model", "total"}

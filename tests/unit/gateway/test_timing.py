@@ -25,9 +25,9 @@ def test_laps_measure_from_the_last_mark_and_keep_the_longer_of_two(
     stages.add("c", 0.001)
     assert dict(stages) == pytest.approx({"a": 0.002, "b": 0.006, "c": 0.003})
     assert stages.header() == "a;dur=2.00, b;dur=6.00, c;dur=3.00, total;dur=22.00"
-    assert parse(stages.header())["total"] == 22.0
+    assert parse([stages.header()])["total"] == 22.0
 
 
 def test_parse_reads_the_w3c_form_with_params_and_spaces() -> None:
     header = 'auth;dur=0.02, cache;desc="hit";dur=1.5,db;dur=53 , miss, total;dur=9'
-    assert parse(header) == {"auth": 0.02, "cache": 1.5, "db": 53.0, "total": 9.0}
+    assert parse([header]) == {"auth": 0.02, "cache": 1.5, "db": 53.0, "total": 9.0}

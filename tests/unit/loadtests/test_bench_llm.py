@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.harness import cpu_delta, parse_server_timing, process_role
+from gateway.timing import parse as parse_server_timing
+from loadtests.harness import cpu_delta, process_role
 from loadtests.llm_stats import latin_order, pool_level, ratios, stage_summary
 from loadtests.llm_systems import variant
 
