@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,7 +24,13 @@ from deployments.prompt import PromptEncoder, check_fits, read_template
 from deployments.sampling import sampling_params, token_logprobs
 from deployments.tool_calls import ToolCallReader, ToolParsing, ToolRequest
 from schemas.errors import InvalidRequest, ServiceUnavailable
-from schemas.generation import FinishReason, GenerationChunk, GenerationRequest, ToolCallPart
+from schemas.generation import (
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    ReplicaTimings,
+    ToolCallPart,
+)
 
 log = logging.getLogger("raygate.llm")
 
@@ -49,6 +56,23 @@ def _param(exc: Exception, request: GenerationRequest) -> str | None:
     if param is None and request.constrained:
         return "tools" if request.tools is not None and request.tools.forced else "response_format"
     return param
+
+
+def _timings(began: float, encode_s: float, stats: Any) -> ReplicaTimings:
+    """The replica's time to its first chunk; the engine's queue and prefill from vLLM's
+    per-request stats (engine-core monotonic timestamps, 0 while unset; None when the
+    engine keeps no stats)."""
+    queued_ts, scheduled_ts, first_ts = (
+        (0.0, 0.0, 0.0)
+        if stats is None
+        else (stats.queued_ts, stats.scheduled_ts, stats.first_token_ts)
+    )
+    return ReplicaTimings(
+        time.perf_counter() - began,
+        encode_s,
+        scheduled_ts - queued_ts if queued_ts and scheduled_ts else None,
+        first_ts - scheduled_ts if scheduled_ts and first_ts else None,
+    )
 
 
 IDLE_REPORT_S = 2.0  # Ray keeps a gauge for two export intervals (>= 1 s each)
@@ -97,7 +121,9 @@ class LLMDeployment:
 
         Before the first chunk, raises InvalidRequest / ContextLengthExceeded (4xx: the
         request's fault, never counted against the model) for a prompt or options the
-        engine would refuse, and ServiceUnavailable while the engine is down."""
+        engine would refuse, and ServiceUnavailable while the engine is down. The first
+        chunk carries the replica's timings."""
+        began = time.perf_counter()
         if self._engine.errored:
             raise ServiceUnavailable(f"model '{self._model_id}' is restarting; try again")
         if request.prompt_token_ids is not None:  # the gateway's case: only a range check
@@ -116,7 +142,7 @@ class LLMDeployment:
                 sampling, max_tokens, tools.structured, tools.skip_special_tokens
             )
         readers = None if tools is None else [tools.reader(prompt_ids) for _ in range(sampling.n)]
-        async for chunk in self._run(prompt_ids, params, request, readers):
+        async for chunk in self._run(prompt_ids, params, request, readers, began):
             yield chunk
 
     def _tool_request(self, request: GenerationRequest) -> ToolRequest | None:
@@ -134,11 +160,13 @@ class LLMDeployment:
         params: Any,
         request: GenerationRequest,
         readers: list[ToolCallReader] | None,
+        began: float,
     ) -> AsyncIterator[GenerationChunk]:
         from vllm.exceptions import VLLMClientError, VLLMServerError
         from vllm.inputs import TokensPrompt
 
         prompt_tokens, completion_tokens = len(prompt_ids), 0
+        encode_s = time.perf_counter() - began
         top = request.sampling.logprobs or 0
         self._counters.started += 1
         outcome = "failed"
@@ -170,6 +198,7 @@ class LLMDeployment:
                         completion.index,
                         calls,
                         token_logprobs(ids, completion.logprobs, top),
+                        None if replica is None else _timings(began, encode_s, output.metrics),
                     )
                     replica = None
             outcome = "finished"

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from ray import serve
@@ -23,7 +24,12 @@ from deployments.config import LLMModelConfig, SyntheticEngine
 from deployments.llm import RequestCounters
 from deployments.prompt import PromptEncoder, PromptOptions, check_fits, load_prompt_encoder
 from schemas.errors import InvalidRequest
-from schemas.generation import GenerationChunk, GenerationRequest, SamplingOptions
+from schemas.generation import (
+    GenerationChunk,
+    GenerationRequest,
+    ReplicaTimings,
+    SamplingOptions,
+)
 
 FILLER = " the"  # the text of the token every answer repeats
 
@@ -63,6 +69,7 @@ class SyntheticLLMDeployment:
         Before the first chunk, raises InvalidRequest for what it cannot imitate (n > 1,
         logprobs, a grammar, parsed tools) or a prompt the tokenizer refuses, and
         ContextLengthExceeded for one that does not fit `max_model_len`."""
+        began = time.perf_counter()
         self._refuse_unsupported(request)
         if request.prompt_token_ids is not None:  # the gateway's case: only a range check
             prompt_ids = self._encoder.encode(request)
@@ -74,7 +81,8 @@ class SyntheticLLMDeployment:
         )
         if sampling.max_tokens is None:
             total = min(total, max(engine.output_tokens, sampling.min_tokens))
-        async for chunk in self._stream(len(prompt_ids), total):
+        timings = ReplicaTimings(0.0, time.perf_counter() - began)  # replica_s when sent
+        async for chunk in self._stream(len(prompt_ids), total, began, timings):
             yield chunk
 
     def _refuse_unsupported(self, request: GenerationRequest) -> None:
@@ -88,7 +96,9 @@ class SyntheticLLMDeployment:
         if request.constrained:
             raise InvalidRequest(f"{name} cannot follow a grammar", param="response_format")
 
-    async def _stream(self, prompt_tokens: int, total: int) -> AsyncIterator[GenerationChunk]:
+    async def _stream(
+        self, prompt_tokens: int, total: int, began: float, timings: ReplicaTimings
+    ) -> AsyncIterator[GenerationChunk]:
         engine, loop = self._engine, asyncio.get_running_loop()
         start = loop.time() + engine.first_token_s  # when the first token is due
         replica: str | None = self._replica  # said once, with the first chunk
@@ -108,6 +118,9 @@ class SyntheticLLMDeployment:
                     "length" if sent == total else None,
                     replica,
                     tuple(self._token_ids * size),
+                    timings=None
+                    if replica is None
+                    else replace(timings, replica_s=time.perf_counter() - began),
                 )
                 replica = None
             outcome = "finished"

@@ -8,6 +8,7 @@ bounded: tenants and route classes come from config, decisions from a fixed set.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, cast
 
 from ray.serve.metrics import Counter, Gauge, Histogram
@@ -20,6 +21,7 @@ from schemas.generation import GenerationRequest
 PREFIX = "raygate_gateway_"
 LATENCY_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
 TTFT_S = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30]
+STAGE_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 TPOT_S = [0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28]
 
 
@@ -75,6 +77,13 @@ class RequestMetrics:
             "hits included.",
             tag_keys=tags("tenant", "model", "kind"),
         )
+        self.stages = Histogram(
+            PREFIX + "stage_seconds",
+            description="Time of each stage of a request before its response starts, by "
+            "stage (the Server-Timing header's names, gateway.timing) and model.",
+            boundaries=STAGE_S,
+            tag_keys=tags("stage", "model"),
+        )
         self._in_flight: dict[str, int] = {}
 
     def started(self, route: str) -> None:
@@ -102,6 +111,10 @@ class RequestMetrics:
         self.duration.observe(seconds, tags={"model": model, "route": route})
         if error is not None:
             self.errors.inc(tags={**who, "type": error})
+
+    def observe_stages(self, model: str, stages: Iterable[tuple[str, float]]) -> None:
+        for stage, seconds in stages:
+            self.stages.observe(seconds, tags={"stage": stage, "model": model})
 
     def count_tokens(self, tenant: str, model: str, prompt: int, completion: int) -> None:
         for kind, count in (("prompt", prompt), ("completion", completion)):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from starlette.requests import Request
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import error_label, typed_error
 from gateway.metrics import RequestMetrics
 from gateway.targets import GenerationBackend, Started
+from gateway.timing import Stages
 from schemas.generation import GenerationChunk, GenerationRequest
 
 NONE = "none"  # a label not known for this request (no key, no model)
@@ -34,6 +35,7 @@ class RequestLabels:
     tenant: str = NONE
     model: str = NONE
     error: str | None = None  # a failure after the status was sent (mid-stream)
+    stages: Stages = field(default_factory=Stages)  # where its time went (gateway.timing)
 
 
 def labels_of(request: Request) -> RequestLabels:
@@ -66,6 +68,9 @@ class RequestMetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if labels.stages:
+                    timing = (b"server-timing", labels.stages.header().encode())
+                    message = {**message, "headers": [*message.get("headers", ()), timing]}
             await send(message)
 
         try:
@@ -77,6 +82,22 @@ class RequestMetricsMiddleware:
                 error = str(status)
             seconds = time.perf_counter() - started
             metrics.finished(route, status, labels.tenant, labels.model, error, seconds)
+            metrics.observe_stages(labels.model, labels.stages)
+
+
+def record_engine_stages(stages: Stages, ttft_s: float, first: GenerationChunk) -> None:
+    """The model call's stages: ttft, and as the model replica accounts for it (its
+    timings on the first chunk), hop = ttft minus the replica's own time, enc, eq, pf."""
+    stages.add("ttft", ttft_s)
+    timings = first.timings
+    if timings is None:
+        return
+    stages.add("hop", max(0.0, ttft_s - timings.replica_s))
+    stages.add("enc", timings.encode_s)
+    if timings.queued_s is not None:
+        stages.add("eq", timings.queued_s)
+    if timings.prefill_s is not None:
+        stages.add("pf", timings.prefill_s)
 
 
 class TimedBackend:
@@ -102,6 +123,7 @@ class TimedBackend:
         first_at = self._clock()
         model = started.served.model_id
         self._metrics.ttft.observe(first_at - sent, tags={"model": model})
+        record_engine_stages(self._labels.stages, first_at - sent, started.first)
         return Started(started.served, started.first, self._timed(started, first_at))
 
     async def _timed(self, started: Started, first_at: float) -> AsyncGenerator[GenerationChunk]:

@@ -132,6 +132,11 @@ OVERVIEW = Dashboard(
             key=True,
         ),
         Panel(
+            "Request stages before the first byte, p95 (Server-Timing's names)",
+            _quantiles(GW + "stage_seconds", "stage", MODEL, qs=(0.95,)),
+            "s",
+        ),
+        Panel(
             "Requests in flight by route",
             {"{{route}}": f"sum by (route) ({GW}requests_in_flight{{{API_ROUTES}}})"},
         ),

@@ -17,6 +17,8 @@ The gateway sends one `GenerationRequest` and iterates the deployment's stream o
 * `prompt_tokens` is set on every chunk; `completion_tokens` is the running total over
   all choices, so the last chunk holds the exact usage counted by the engine's
   tokenizer (the prompt once, as OpenAI counts it).
+* The replica's first chunk may carry `timings` (where its time to that chunk went), which
+  the gateway reports per stage (gateway.timing).
 * Cancelling the iteration (client gone, timeout) aborts the request in the engine.
 """
 
@@ -134,6 +136,16 @@ class ToolCallPart:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaTimings:
+    """How the model replica spent a request's time to its first chunk, in seconds."""
+
+    replica_s: float  # from the call reaching the replica to its first chunk leaving it
+    encode_s: float  # the prompt's range check (or tokenizing) and the context check
+    queued_s: float | None = None  # in the engine's waiting queue (None: not known)
+    prefill_s: float | None = None  # scheduled to first token (None: not known)
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationChunk:
     text: str
     prompt_tokens: int
@@ -144,3 +156,4 @@ class GenerationChunk:
     index: int = 0  # the choice it belongs to
     tool_calls: tuple[ToolCallPart, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()  # of its new tokens, when asked
+    timings: ReplicaTimings | None = None  # the first chunk of a model replica's stream

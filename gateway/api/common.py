@@ -33,8 +33,11 @@ OFF_LOOP_BYTES = 256 * 1024  # bodies this large are parsed off the event loop
 
 def principal_of(services: Services, request: Request) -> Principal:
     """Authenticate the request (401 otherwise) and label it with its tenant."""
+    labels = labels_of(request)
+    labels.stages.mark()
     principal = services.keys.authenticate(request.headers.get("authorization"))
-    labels_of(request).tenant = principal.tenant.id
+    labels.tenant = principal.tenant.id
+    labels.stages.lap("auth")
     return principal
 
 
@@ -56,9 +59,11 @@ async def body_of(services: Services, request: Request, model: type[M]) -> M:
         chunks.append(chunk)
     raw = b"".join(chunks)
     if size < OFF_LOOP_BYTES:
-        return parse_body(raw, model, options.max_text_chars)
-    # A large body is parsed in a thread: the event loop keeps serving the others.
-    return await asyncio.to_thread(parse_body, raw, model, options.max_text_chars)
+        body = parse_body(raw, model, options.max_text_chars)
+    else:  # a large body is parsed in a thread: the event loop keeps serving the others
+        body = await asyncio.to_thread(parse_body, raw, model, options.max_text_chars)
+    labels_of(request).stages.lap("parse")
+    return body
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -122,13 +127,19 @@ async def metered(
     without quota costs no tokenizing, and nothing is charged unless the model answers.
     Raises what admission, `prepare` or `call` raise; the lease is settled on every way out."""
     labels = labels_of(request)
+    stages = labels.stages
+    stages.mark()
     lease = await services.quota.admit(principal, route_class)
+    stages.lap("admit")
     used = 0
     try:
         prepared = await prepare()
+        stages.lap("tok")
         labels.model = prepared.model_id
         await services.quota.reserve(lease, prepared.reserved_tokens)
+        stages.lap("reserve")
         result = await call(prepared)
+        stages.lap("model")
         used = used_tokens(result)
     finally:
         await asyncio.shield(services.quota.settle(lease, used))  # a cancelled call too

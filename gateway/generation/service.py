@@ -130,11 +130,17 @@ class GenerationService:
         GatewayTimeout, or a model's client error. After it, a failure ends the SSE
         stream with an error event (a non-streamed request raises it). The quota is
         settled on every way out, the client leaving included."""
+        stages = caller.labels.stages
+        stages.mark()
         lease = await self._quota.admit(caller.principal, "generation")  # before tokenizing
+        stages.lap("admit")
         plan: Plan | None = None
         lookup: Lookup | None = None
         try:
             plan = await self.plan(body, caller.principal, caller.cache_control)
+            tokenizing = max(r.tokenize_s for r in plan.routes)  # prompts run at once
+            stages.lap("route", less=tokenizing)
+            stages.add("tok", tokenizing)
             # labelled now (a stream the client leaves before its body keeps it), and again
             # with who answered when it is settled
             caller.labels.model = plan.model_id
@@ -142,7 +148,10 @@ class GenerationService:
             tenant = caller.labels.tenant
             self._metrics.record_features(tenant, plan.model_id, plan.route.request)
             await self._quota.reserve(lease, plan.reserved_tokens)
+            stages.lap("reserve")
             lookup = await self._lookup(plan)
+            if lookup is not None:
+                stages.lap("cache")
             if lookup is not None and (refusal := lookup.refusal()) is not None:
                 raise refusal  # only-if-cached and no answer (settled with the lookup)
             started = await self._start(plan, lookup, caller.labels)

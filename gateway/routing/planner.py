@@ -43,6 +43,7 @@ class Routed:
     max_tokens: int  # what the answer may use (requested, or all the room left)
     chain: ChainBackend
     decision: str  # explicit, alias or auto
+    tokenize_s: float = 0.0  # how long picking the model and tokenizing took
 
 
 class RoutePlanner:
@@ -107,7 +108,9 @@ class RoutePlanner:
 
     async def route(self, name: str, request: GenerationRequest, may_use: MayUse) -> Routed:
         """Pick the model, tokenize for it, check the context, and build the chain."""
+        began = time.perf_counter()
         encoded = await self.encode(name, request, may_use)
+        tokenize_s = time.perf_counter() - began
         route, ids = encoded.route, encoded.ids
         if not _serves(route.target, request):
             raise InvalidRequest(
@@ -122,7 +125,9 @@ class RoutePlanner:
             self._events,
             self._clock,
         )
-        return Routed(route.model_id, tokenized, len(ids), max_tokens, chain, encoded.decision)
+        return Routed(
+            route.model_id, tokenized, len(ids), max_tokens, chain, encoded.decision, tokenize_s
+        )
 
     def _links(
         self, first: Route[LLMTarget], original: GenerationRequest, may_use: MayUse

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from gateway.timing import parse as parse_server_timing
 from tests.integration.conftest import ROOT, Cluster
 from tests.openai_spec import validate, validate_completion_chunk
 
@@ -79,13 +80,17 @@ def test_fixed_length_generation_is_charged_exactly(client: Any) -> None:
 
 def test_streamed_chat_equals_non_streamed_and_validates(cluster: Cluster, client: Any) -> None:
     params = {"model": cluster.llm_id, "messages": QUESTION, "max_tokens": 20, "temperature": 0}
-    whole = client.chat.completions.create(**params)
+    answered = client.chat.completions.with_raw_response.create(**params)
+    whole = answered.parse()
     raw = post(
         cluster,
         "/v1/chat/completions",
         {**params, "stream": True, "stream_options": {"include_usage": True}},
     )
     assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/event-stream")
+    for headers in (answered.headers, raw.headers):  # through Serve's proxy, engine included
+        stages = parse_server_timing(headers["server-timing"])
+        assert {"admit", "tok", "ttft", "hop", "enc", "eq", "pf", "total"} <= set(stages)
     chunks = sse_payloads(raw.text)
     for chunk in chunks:
         validate(chunk, "CreateChatCompletionStreamResponse")

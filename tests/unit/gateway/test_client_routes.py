@@ -18,6 +18,8 @@ from gateway.auth import TenantsFile
 from gateway.backends import Backends
 from gateway.build import build_services, load_config
 from gateway.metrics import GatewayMetrics
+from gateway.timing import parse as parse_server_timing
+from schemas.generation import GenerationChunk, ReplicaTimings
 from tests.fakes import Clock, FakeEmbedder, FakeReranker, InMemoryQuotaStore, ScriptedModel
 from tests.openai_spec import validate
 from tests.paths import MODELS, ROOT
@@ -309,3 +311,67 @@ async def test_v2_rerank_refuses_what_v2_does_not_take(body: dict[str, Any], par
             "/v2/rerank", json={"model": "rerank-default", "query": "q", **body}
         )
     bad(reply, param)
+
+
+# Server-Timing: every stage the request went through, sent with the first byte
+
+
+REPLICA = ReplicaTimings(replica_s=0.004, encode_s=0.001, queued_s=0.002, prefill_s=0.0005)
+
+
+def first_chunk_with_timings(rig: Rig) -> None:
+    model = rig.llms[LLM]
+    model.delay_s = 0.02
+    model.chunks = (
+        GenerationChunk("Red", 5, 1, None, "r1", (1,), timings=REPLICA),
+        GenerationChunk(".", 5, 2, "stop", None, (2,)),
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_chat_reports_every_stage_and_the_replicas_share_of_ttft(
+    rig: Rig, client: httpx.AsyncClient, stream: bool
+) -> None:
+    first_chunk_with_timings(rig)
+    try:
+        body = {"model": LLM, "messages": CHAT, "max_tokens": 4, "stream": stream}
+        reply = await client.post("/v1/chat/completions", json=body)
+    finally:
+        rig.llms[LLM].chunks, rig.llms[LLM].delay_s = None, 0.0
+    assert reply.status_code == 200, reply.text
+    stages = parse_server_timing(reply.headers["server-timing"])
+    before = ["auth", "parse", "admit", "route", "tok", "reserve", "ttft", "hop", "enc", "eq", "pf"]
+    assert set(stages) == {*before, "total"}
+    assert stages["ttft"] >= 20.0  # the model's delay
+    assert stages["hop"] == pytest.approx(stages["ttft"] - 4.0, abs=0.02)
+    assert (stages["enc"], stages["eq"], stages["pf"]) == (1.0, 2.0, 0.5)
+    assert stages["total"] >= stages["ttft"] + stages["tok"]
+
+
+async def test_a_refused_request_reports_the_stages_it_went_through(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"model": "no-such-model", "messages": CHAT}
+    reply = await client.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 404
+    assert set(parse_server_timing(reply.headers["server-timing"])) == {
+        "auth",
+        "parse",
+        "admit",
+        "total",
+    }
+
+
+async def test_a_model_without_timings_reports_ttft_alone(client: httpx.AsyncClient) -> None:
+    body = {"model": LLM, "messages": CHAT, "max_tokens": 4}
+    reply = await client.post("/v1/chat/completions", json=body)
+    stages = parse_server_timing(reply.headers["server-timing"])
+    assert "ttft" in stages and not {"hop", "enc", "eq", "pf"} & set(stages)
+
+
+async def test_embeddings_report_their_stages(client: httpx.AsyncClient) -> None:
+    body = {"model": "all-minilm-l6-v2", "input": "hello"}
+    reply = await client.post("/v1/embeddings", json=body)
+    assert reply.status_code == 200, reply.text
+    stages = parse_server_timing(reply.headers["server-timing"])
+    assert set(stages) == {"auth", "parse", "admit", "tok", "reserve", "model", "total"}
