@@ -60,10 +60,11 @@ from loadtests.llm_stats import (
 from loadtests.llm_systems import Variant, names, variant
 from tests.ports import free_port
 
-LITELLM = Path(os.environ.get("RAYGATE_LITELLM", ROOT / ".venv-litellm" / "bin" / "litellm"))
+LITELLM = Path(os.environ.get("RAYGATE_LITELLM_VENV", ROOT / ".venv-litellm")) / "bin" / "litellm"
 LITELLM_ENV = {
     "LITELLM_MODE": "PRODUCTION",
     "LITELLM_LOG": "ERROR",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price list at start-up
     "DISABLE_ADMIN_UI": "True",
     "NO_DOCS": "True",
 }

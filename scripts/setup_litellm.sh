@@ -7,8 +7,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3.11}"
-VENV="${LITELLM_VENV:-$ROOT/.venv-litellm}"
-PIN="litellm[proxy]==1.110.2"
+VENV="${RAYGATE_LITELLM_VENV:-$ROOT/.venv-litellm}"
+# The newest release whose proxy extra this machine's index can satisfy: from 1.108 on the
+# extra needs litellm-proxy / litellm-proxy-extras builds the index does not carry.
+VERSION="1.106.12"
+PIN="litellm[proxy]==$VERSION"
 
 log() { printf '[setup_litellm] %s\n' "$*" >&2; }
 
@@ -16,9 +19,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-if "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("litellm") != "1.110.2")' 2>/dev/null \
+if "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("litellm") != sys.argv[1])' "$VERSION" 2>/dev/null \
   && [ -x "$VENV/bin/litellm" ]; then
-  log "litellm 1.110.2 already installed"
+  log "litellm $VERSION already installed"
 else
   log "installing $PIN"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "$PIN"
