@@ -15,7 +15,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 from ray import serve
@@ -81,8 +81,8 @@ class SyntheticLLMDeployment:
         )
         if sampling.max_tokens is None:
             total = min(total, max(engine.output_tokens, sampling.min_tokens))
-        timings = ReplicaTimings(0.0, time.perf_counter() - began)  # replica_s when sent
-        async for chunk in self._stream(len(prompt_ids), total, began, timings):
+        encode_s = time.perf_counter() - began
+        async for chunk in self._stream(len(prompt_ids), total, began, encode_s):
             yield chunk
 
     def _refuse_unsupported(self, request: GenerationRequest) -> None:
@@ -97,7 +97,7 @@ class SyntheticLLMDeployment:
             raise InvalidRequest(f"{name} cannot follow a grammar", param="response_format")
 
     async def _stream(
-        self, prompt_tokens: int, total: int, began: float, timings: ReplicaTimings
+        self, prompt_tokens: int, total: int, began: float, encode_s: float
     ) -> AsyncIterator[GenerationChunk]:
         engine, loop = self._engine, asyncio.get_running_loop()
         start = loop.time() + engine.first_token_s  # when the first token is due
@@ -120,7 +120,7 @@ class SyntheticLLMDeployment:
                     tuple(self._token_ids * size),
                     timings=None
                     if replica is None
-                    else replace(timings, replica_s=time.perf_counter() - began),
+                    else ReplicaTimings(time.perf_counter() - began, encode_s),
                 )
                 replica = None
             outcome = "finished"
