@@ -3,7 +3,10 @@
 closed -> (failure_threshold consecutive failures) -> open -> (open_s later) half-open:
 one probe call goes through; its success closes the circuit, its failure reopens it.
 Failures are the model's own (errors, timeouts, a dead replica), never the client's
-(4xx) or a full queue (that is load, handled by backpressure).
+(4xx) or a full queue (that is load, handled by backpressure). Each breaker also counts
+the model's signs of life (`heard`: every chunk it sent to this gateway replica), so a
+first-token timeout can be told apart: a model that kept answering other calls while
+this one waited is busy, not broken (see gateway.routing.fallback).
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
+        self._heard = 0
+
+    @property
+    def heard(self) -> int:
+        """How many chunks the model has sent through this breaker's replica so far."""
+        return self._heard
+
+    def alive(self) -> None:
+        """The model sent a chunk (to any call): a sign of life, not an outcome."""
+        self._heard += 1
 
     @property
     def state(self) -> State:
@@ -62,6 +75,7 @@ class CircuitBreaker:
 
     def success(self, probe: bool = False) -> None:
         """A call reached its first token; `probe`: it held the half-open probe slot."""
+        self._heard += 1
         self._failures = 0
         if probe:
             self._probing = False

@@ -10,7 +10,9 @@ arithmetic in gateway.routing.continuation), so the client sees one stream; wher
 can (`continue_streams` off, other weights, none left), the failure ends the stream
 (the SSE layer turns it into an error event). Client errors (4xx) are never retried:
 the next model would refuse them too. How each failure is judged is one table,
-`VERDICTS`.
+`VERDICTS`; a first-token timeout is the model's failure only if the model sent this
+gateway replica nothing at all while the call waited (`BUSY` otherwise: load, such as
+one tenant's burst queued behind itself, must not open a circuit for every tenant).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ray.serve.exceptions import BackPressureError
 
 from deployments.prompt import check_fits
 from gateway.errors import typed_error
-from gateway.routing.breaker import Attempt, Breakers
+from gateway.routing.breaker import Attempt, Breakers, CircuitBreaker
 from gateway.routing.config import RoutingConfig
 from gateway.routing.continuation import Progress
 from gateway.targets import ModelBackend, Served, Started
@@ -84,6 +86,7 @@ class Verdict:
 
 
 CLIENT_ERROR = Verdict("client_error", model_failed=False, try_next=False)
+BUSY = Verdict("busy", model_failed=False, try_next=True)  # timed out behind other calls
 MODEL_ERROR = Verdict("error", model_failed=True, try_next=True)
 # Foreign exceptions by kind, in the spirit of httpx's map_exceptions; typed errors go by
 # status (a 4xx is the client's, anything else the model's); unknown kinds (a dead replica,
@@ -166,7 +169,7 @@ class ChainBackend:
         the model's own."""
         try:
             async with asyncio.timeout(max(deadline - self._clock(), 0.0)):
-                return await anext(running.chunks)
+                chunk = await anext(running.chunks)
         except StopAsyncIteration:
             return None
         except TimeoutError:
@@ -175,6 +178,8 @@ class ChainBackend:
             if verdict(exc).model_failed:
                 self._breakers[running.link.model_id].failure()
             raise
+        self._breakers[running.link.model_id].alive()
+        return chunk
 
     async def _continued(
         self, failed: Link, progress: Progress, walk: _Walk, failure: Exception
@@ -247,7 +252,7 @@ class ChainBackend:
                 )
                 continue
             try:  # every way out of here, cancellation included, settles the attempt
-                outcome = await self._call(link, attempt, request, tailor, walk)
+                outcome = await self._call(link, breaker, attempt, request, tailor, walk)
             finally:
                 attempt.release()
             if isinstance(outcome, _Running):
@@ -260,6 +265,7 @@ class ChainBackend:
     async def _call(
         self,
         link: Link,
+        breaker: CircuitBreaker,
         attempt: Attempt,
         request: GenerationRequest,
         tailor: Callable[[Link, GenerationRequest], Awaitable[GenerationRequest]],
@@ -267,8 +273,9 @@ class ChainBackend:
     ) -> _Running | BaseException:
         """One model's try: its first chunk, or the error to move on with.
 
-        Raises a client error (4xx) from the model, which no other model would accept
-        either, and cancellation."""
+        A first-token timeout counts against the model's breaker only if the model sent
+        nothing to anyone here meanwhile (`BUSY`). Raises a client error (4xx) from the
+        model, which no other model would accept either, and cancellation."""
         try:
             tailored = await tailor(link, request)
         except APIError as exc:  # e.g. the prompt does not fit this model's context
@@ -282,12 +289,15 @@ class ChainBackend:
         walk.calls += 1
         chunks = link.backend.stream(tailored)
         timeout = min(self._config.first_token_timeout(link.model_id), remaining)
+        heard = breaker.heard
         try:
             async with asyncio.timeout(timeout):
                 first = await anext(chunks)
         except Exception as exc:
             await _close(chunks)
             judged = verdict(exc)
+            if isinstance(exc, TimeoutError) and breaker.heard > heard:
+                judged = BUSY
             if judged.model_failed:
                 attempt.failure()
             if not judged.try_next:

@@ -187,7 +187,15 @@ def test_redis_down_each_replica_enforces_its_share(cluster: Cluster) -> None:
         reply = post(cluster, "/v1/chat/completions", {**CHAT, "max_tokens": 2}, MAIN_KEY)
         return reply.status_code == 200
 
+    def circuits_closed() -> bool:
+        """Every gateway replica's breakers closed (a gauge never set is closed): earlier
+        tests kill engines, and a half-open circuit lets one call through at a time,
+        which is the breaker's business, not the quota's."""
+        states = counter_totals(cluster, "raygate_gateway_router_breaker_state", "model")
+        return all(state == 0 for state in states.values())
+
     wait_until(generation_works, 15, "generation did not recover after Redis came back")
+    wait_until(lambda: generation_works() and circuits_closed(), 60, "circuits stayed open")
 
     async def concurrent_generations() -> list[httpx.Response]:
         async with httpx.AsyncClient(

@@ -122,6 +122,36 @@ async def test_first_token_timeout_cancels_the_call_and_falls_back() -> None:
     assert rec.failed == [("main", "first_token_timeout")]
 
 
+async def test_a_first_token_timeout_of_a_silent_model_trips_its_breaker() -> None:
+    rec, breakers = Recorder(), Breakers(BreakerConfig(failure_threshold=1))
+    stalled = ScriptedModel(stall=True)
+    backend = chain(
+        {"main": stalled, "spare": ScriptedModel()}, rec, breakers, first_token_timeout_s=0.05
+    )
+    await drain(backend)
+    assert rec.failed == [("main", "first_token_timeout")]
+    assert breakers["main"].state is State.OPEN
+
+
+async def test_a_first_token_timeout_behind_other_calls_is_load_not_a_failure() -> None:
+    """One tenant's burst queues behind itself: the model kept streaming to other calls
+    while this one waited, so its timeout is `busy` and no circuit opens for anyone."""
+    rec, breakers = Recorder(), Breakers(BreakerConfig(failure_threshold=1))
+    queued = chain(
+        {"main": ScriptedModel(stall=True), "spare": ScriptedModel(("spare",))},
+        rec,
+        breakers,
+        first_token_timeout_s=0.5,
+    )
+    answering = chain({"main": ScriptedModel(("a", "b"))}, Recorder(), breakers)
+    waiting = asyncio.create_task(drain(queued))
+    await asyncio.sleep(0)  # the queued call is waiting for its first token
+    assert (await drain(answering)).texts == ["a", "b"]  # meanwhile the model answers
+    assert (await waiting).texts == ["spare"]
+    assert rec.failed == [("main", "busy")]
+    assert breakers["main"].state is State.CLOSED
+
+
 async def test_a_model_can_have_its_own_first_token_timeout() -> None:
     rec = Recorder()
     settings = RoutingConfig(first_token_timeout_s=0.05, first_token_timeouts={"slow": 5.0})
