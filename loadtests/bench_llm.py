@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import sys
 import tempfile
@@ -263,7 +264,8 @@ def markdown(record: dict[str, Any]) -> str:
         "",
         machine_line(record["machine"]),
         f"Command: `{record['command']}`",
-        f"Model: {record['model']}; {record['max_tokens']} output tokens per request "
+        f"Model: {record['model']} ({record.get('dtype', 'bfloat16')}); "
+        f"{record['max_tokens']} output tokens per request "
         "(ignore_eos; usage checked on every request), streamed with include_usage, distinct "
         f"seeded prompts. {record['repeat']} interleaved repeat(s)"
         f"{'' if record['complete'] else ' (INCOMPLETE: interrupted)'}, order rotated each repeat "
@@ -321,6 +323,16 @@ def _x(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.2f}x"
 
 
+def with_dtype(profile: dict[str, Any], dtype: str | None) -> dict[str, Any]:
+    """The profile with every model's engine dtype set to `dtype` (unchanged if None)."""
+    if dtype is None:
+        return profile
+    patched = copy.deepcopy(profile)
+    for model in patched["applications"][0]["args"]["models"]:
+        model["engine_kwargs"] = {**model["engine_kwargs"], "dtype": dtype}
+    return patched
+
+
 def level_plan(concurrency: list[int], requests: list[int] | None) -> list[tuple[int, int]]:
     """(concurrency, requests) per level: `requests` in order, else 32/64/128 at 1/4/16
     and max(32, 8c) elsewhere. Raises ValueError when the two lists differ in length."""
@@ -342,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", nargs="+", type=int, help="per level (default 32/64/128)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per system")
+    parser.add_argument(
+        "--dtype",
+        help="the engine's dtype for every system (default: the profile's; float32 on a CPU "
+        "without native bf16, where bf16 prefill is several times slower)",
+    )
     args = parser.parse_args(argv)
     try:
         variants = {name: variant(name) for name in args.systems}
@@ -349,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as e:
         parser.error(str(e))
 
-    profile = local_profile()
+    profile = with_dtype(local_profile(), args.dtype)
     RESULTS.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     skipped: dict[str, str] = {}
@@ -365,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             "complete": done,
             "model": profile["applications"][0]["args"]["models"][0]["id"],
             "max_tokens": args.max_tokens,
+            "dtype": profile["applications"][0]["args"]["models"][0]["engine_kwargs"]["dtype"],
             "repeat": args.repeat,
             "plan": plan,
             "orders": orders,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.timing import parse as parse_server_timing
-from loadtests.harness import cpu_delta, process_role
+from loadtests.bench_llm import with_dtype
+from loadtests.harness import cpu_delta, local_profile, process_role
 from loadtests.llm_stats import latin_order, pool_level, ratios, stage_summary
 from loadtests.llm_systems import variant
 
@@ -152,3 +153,12 @@ def test_process_roles_and_cpu_deltas() -> None:
     before = {1: ("gateway", 1.0), 2: ("gateway", 2.0)}
     after = {1: ("gateway", 1.5), 2: ("gateway", 2.25), 3: ("serve-proxy", 0.5)}
     assert cpu_delta(before, after) == {"gateway": 0.75, "serve-proxy": 0.5}
+
+
+def test_dtype_override_reaches_every_model_and_leaves_the_profile_alone() -> None:
+    profile = local_profile()
+    patched = with_dtype(profile, "float32")
+    models = patched["applications"][0]["args"]["models"]
+    assert {m["engine_kwargs"]["dtype"] for m in models} == {"float32"}
+    assert profile["applications"][0]["args"]["models"][0]["engine_kwargs"]["dtype"] == "bfloat16"
+    assert with_dtype(profile, None) is profile
