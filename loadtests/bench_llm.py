@@ -66,6 +66,8 @@ LITELLM_ENV = {
     "LITELLM_MODE": "PRODUCTION",
     "LITELLM_LOG": "ERROR",
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price list at start-up
+    # no key, as raygate's local profile has no auth (1.106 refuses to start without one)
+    "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
     "DISABLE_ADMIN_UI": "True",
     "NO_DOCS": "True",
 }
