@@ -171,7 +171,7 @@ def launch(v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str) -
                     argv,
                     f"http://127.0.0.1:{front}",
                     LITELLM_ENV,
-                    log.with_suffix(".litellm"),
+                    log.with_suffix(".litellm.tmp"),
                 )
             )
     started: list[Server] = []

@@ -1,13 +1,14 @@
 """Relay capacity of one gateway replica, against synthetic engines (no model computes).
 
 The local profile with its models replaced by two synthetic ones (stream_interval 1
-and 4; same tokenizer and template), no fallbacks, no cache, one gateway replica. A
-closed loop of `c` streams per level, each for `--seconds`; per level: delivered output
-tok/s, chunks/s, requests/s, per-stream rate, TTFT, and CPU by process role (the load
-client included: it shares the cores). A pass at max_tokens 1 splits each role's CPU
+and 4; same tokenizer and template), no fallbacks, no cache, the quota off unless
+`--quota`, one gateway replica. Per level, `c` closed-loop streams start evenly spread
+over one answer's length, then `--seconds` are measured: delivered output tok/s,
+chunks/s, requests/s, per-stream rate, TTFT, and CPU by process role (the load client
+included: it shares the cores). A pass at max_tokens 1 splits each role's CPU
 into a cost per request and per chunk. Capacity: loadtests.relay_capacity.capacity.
 
-    python -m loadtests.bench_relay [--levels 8,16,32,64,128] [--seconds 12]
+    python -m loadtests.bench_relay [--levels 16,32,64,128,256] [--seconds 30] [--quota]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +58,10 @@ def model_id(interval: int) -> str:
     return f"synthetic-si{interval}"
 
 
-def relay_profile(redis_url: str, tenants_file: Path) -> dict[str, Any]:
+def relay_profile(redis_url: str, tenants_file: Path, quota: bool) -> dict[str, Any]:
     config = with_redis(local_profile(), redis_url)
     args = config["applications"][0]["args"]
+    args["quota"]["enabled"] = quota
     template = args["models"][0]
     args["models"] = [
         {
@@ -84,7 +87,7 @@ def relay_profile(redis_url: str, tenants_file: Path) -> dict[str, Any]:
 
 
 def roomy_tenants(path: Path) -> Path:
-    """The quota still runs (Redis round trips) but never refuses at these levels."""
+    """With --quota the quota runs (Redis round trips) but never refuses at these levels."""
     big = {"per_minute": 10**9, "burst": 10**9}
     limits: dict[str, Any] = {"requests": big, "tokens": big, "concurrent_requests": 100_000}
     tenant = {"id": "local", "models": ["*"], "limits": limits}
@@ -101,12 +104,29 @@ def cpu_seconds() -> dict[str, float]:
     return used
 
 
+@dataclass(frozen=True)
+class Window:
+    """The measured part of a level: after every stream has started, staggered over one
+    answer's length, so the streams' phases are spread as in a steady state."""
+
+    start: float
+    end: float
+
+    def __contains__(self, t: float) -> bool:
+        return self.start <= t < self.end
+
+
 async def stream(
-    client: httpx.AsyncClient, model: str, max_tokens: int, end: float, out: dict[str, Any]
+    client: httpx.AsyncClient,
+    model: str,
+    max_tokens: int,
+    begin: float,
+    window: Window,
+    out: dict[str, Any],
 ) -> None:
-    """One closed-loop stream: requests back to back until `end`, when it hangs up (the
-    gateway cancels). Counts chunks and tokens before `end`, each request's TTFT, and
-    the pace of each request that got two chunks or more."""
+    """One closed-loop stream from `begin`: requests back to back until the window ends,
+    when it hangs up (the gateway cancels). Counts the chunks and tokens that arrive in
+    the window, and the TTFT and pace of the requests that start in it."""
     body = {
         "model": model,
         "messages": [{"role": "user", "content": "Count."}],
@@ -115,8 +135,10 @@ async def stream(
         "stream_options": {"include_usage": True},
     }
     interval = int(model.rsplit("si", 1)[1])
-    while (start := time.monotonic()) < end:
-        out["started"] += 1
+    await asyncio.sleep(max(0.0, begin - time.monotonic()))
+    while (start := time.monotonic()) < window.end:
+        counted = start in window
+        out["started"] += counted
         first = last = 0.0
         tokens = 0
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -126,34 +148,39 @@ async def stream(
                 continue
             async for line in response.aiter_lines():
                 now = time.monotonic()
-                if now >= end:
+                if now >= window.end:
                     break
                 if not line.startswith("data: {") or '"usage":{' in line:
                     continue
                 if not json.loads(line[6:])["choices"]:
                     continue
-                out["chunks"] += 1
-                tokens += interval if tokens else 1
+                size = min(interval if tokens else 1, max_tokens - tokens)
+                tokens += size
+                if now in window:
+                    out["chunks"] += 1
+                    out["tokens"] += size
                 if not first:
                     first = now
-                    out["ttft"].append(first - start)
+                    if counted:
+                        out["ttft"].append(first - start)
                 last = now
             else:
-                out["requests"] += 1
-        out["tokens"] += min(tokens, max_tokens)
-        if last > first:
-            out["rates"].append((min(tokens, max_tokens) - 1) / (last - first))
+                out["requests"] += time.monotonic() in window
+        if counted and last > first:
+            out["rates"].append((tokens - 1) / (last - first))
 
 
-async def cpu_at(end: float) -> dict[str, float]:
-    """CPU by role at the window's end (streams still draining are not counted)."""
-    await asyncio.sleep(end - time.monotonic())
+async def cpu_at(t: float) -> dict[str, float]:
+    """CPU by role at monotonic time `t`."""
+    await asyncio.sleep(max(0.0, t - time.monotonic()))
     return cpu_seconds()
 
 
 async def level(
     base_url: str, model: str, c: int, max_tokens: int, seconds: float
 ) -> dict[str, Any]:
+    """`c` closed-loop streams started evenly over one answer's length, measured for
+    `seconds` once all have started."""
     out: dict[str, Any] = {
         "chunks": 0,
         "tokens": 0,
@@ -163,19 +190,24 @@ async def level(
         "ttft": [],
         "rates": [],
     }
+    ramp = FIRST_TOKEN_S + max_tokens / TOKENS_PER_S
     limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
-        before = cpu_seconds()
-        end = time.monotonic() + seconds
-        streams = [stream(client, model, max_tokens, end, out) for _ in range(c)]
-        _, after = await asyncio.gather(asyncio.gather(*streams), cpu_at(end))
+        t0 = time.monotonic() + 0.5
+        window = Window(t0 + ramp, t0 + ramp + seconds)
+        streams = [
+            stream(client, model, max_tokens, t0 + i * ramp / c, window, out) for i in range(c)
+        ]
+        _, before, after = await asyncio.gather(
+            asyncio.gather(*streams), cpu_at(window.start), cpu_at(window.end)
+        )
         cpu = {k: v - before.get(k, 0.0) for k, v in after.items()}
-    # tokens delivered in the window: chunks hold 1 (first) or `interval` tokens
     return {
         "model": model,
         "concurrency": c,
         "max_tokens": max_tokens,
         "seconds": seconds,
+        "ramp_s": ramp,
         "tok_s": out["tokens"] / seconds,
         "chunks_s": out["chunks"] / seconds,
         "requests_s": out["requests"] / seconds,
@@ -193,7 +225,7 @@ async def level(
 
 def markdown(record: dict[str, Any]) -> str:
     lines = [
-        f"Machine: {record['machine_line']}",
+        record["machine_line"],
         f"Command: `{record['command']}`",
         "",
         f"Synthetic engine: first token {FIRST_TOKEN_S * 1000:.0f} ms, {TOKENS_PER_S:.0f} tok/s "
@@ -218,7 +250,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines += [
         "",
         "| stream_interval | capacity out tok/s (c) | CPU ms per request / per chunk: "
-        "proxy, gateway, model | gateway replicas per engine at "
+        "proxy, gateway, model, load client | gateway replicas per engine at "
         + ", ".join(f"{r:,} tok/s" for r in ENGINE_RATES)
         + " |",
         "|---|---|---|---|",
@@ -240,15 +272,18 @@ def markdown(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--levels", default="8,16,32,64,128")
-    parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--levels", default="16,32,64,128,256")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured per level")
+    parser.add_argument("--quota", action="store_true", help="the Redis quota on (default off)")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.levels.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="relay-"))
     redis = redis_server(free_port(), workdir)
     redis.start(ready_path=None)
     wait_for_port(int(redis.base_url.rsplit(":", 1)[1]))
-    profile = relay_profile(redis.base_url + "/0", roomy_tenants(workdir / "tenants.yaml"))
+    profile = relay_profile(
+        redis.base_url + "/0", roomy_tenants(workdir / "tenants.yaml"), args.quota
+    )
     server = serve_server("relay", profile, free_port(), workdir, RESULTS / "relay.log.tmp")
     rows: list[dict[str, Any]] = []
     try:
@@ -285,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine_line": machine_line(m),
         "command": "python -m loadtests.bench_relay "
         + " ".join(sys.argv[1:] if argv is None else argv),
-        "quota": "quota on (Redis round trips; limits never reached), no cache",
+        "quota": (
+            "quota on (Redis round trips; limits never reached)" if args.quota else "quota off"
+        )
+        + ", no cache",
         "levels": rows,
         "capacity": caps,
     }

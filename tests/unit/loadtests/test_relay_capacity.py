@@ -33,3 +33,11 @@ def test_replicas_needed_keeps_headroom() -> None:
     assert replicas_needed(2500, 5000) == 1
     assert replicas_needed(10000, 5000) == 3  # 10000 / 3500
     assert replicas_needed(3500, 5000) == 1 and replicas_needed(3501, 5000) == 2
+
+
+def test_the_measured_window_is_half_open() -> None:
+    from loadtests.bench_relay import Window
+
+    window = Window(10.0, 40.0)
+    assert 10.0 in window and 39.999 in window
+    assert 9.999 not in window and 40.0 not in window
