@@ -121,6 +121,11 @@ class Attempt:
         self._breaker: CircuitBreaker | None = breaker
         self._probe = probe
 
+    @property
+    def probe(self) -> bool:
+        """This call holds the half-open probe slot."""
+        return self._probe
+
     def success(self) -> None:
         if (breaker := self._settle()) is not None:
             breaker.success(self._probe)

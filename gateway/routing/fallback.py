@@ -11,8 +11,9 @@ can (`continue_streams` off, other weights, none left), the failure ends the str
 (the SSE layer turns it into an error event). Client errors (4xx) are never retried:
 the next model would refuse them too. How each failure is judged is one table,
 `VERDICTS`; a first-token timeout is the model's failure only if the model sent this
-gateway replica nothing at all while the call waited (`BUSY` otherwise: load, such as
-one tenant's burst queued behind itself, must not open a circuit for every tenant).
+gateway replica nothing at all while the call waited, or the call was the half-open
+probe (`BUSY` otherwise: load, such as one tenant's burst queued behind calls the model
+is answering, must not open a circuit for every tenant).
 """
 
 from __future__ import annotations
@@ -274,8 +275,10 @@ class ChainBackend:
         """One model's try: its first chunk, or the error to move on with.
 
         A first-token timeout counts against the model's breaker only if the model sent
-        nothing to anyone here meanwhile (`BUSY`). Raises a client error (4xx) from the
-        model, which no other model would accept either, and cancellation."""
+        nothing to anyone here meanwhile (`BUSY` otherwise), or if the call is the
+        half-open probe (whose outcome must close or reopen the circuit). Raises a client
+        error (4xx) from the model, which no other model would accept either, and
+        cancellation."""
         try:
             tailored = await tailor(link, request)
         except APIError as exc:  # e.g. the prompt does not fit this model's context
@@ -296,8 +299,8 @@ class ChainBackend:
         except Exception as exc:
             await _close(chunks)
             judged = verdict(exc)
-            if isinstance(exc, TimeoutError) and breaker.heard > heard:
-                judged = BUSY
+            if isinstance(exc, TimeoutError) and breaker.heard > heard and not attempt.probe:
+                judged = BUSY  # a probe's timeout always counts: its outcome must settle
             if judged.model_failed:
                 attempt.failure()
             if not judged.try_next:

@@ -137,19 +137,41 @@ async def test_a_first_token_timeout_behind_other_calls_is_load_not_a_failure() 
     """One tenant's burst queues behind itself: the model kept streaming to other calls
     while this one waited, so its timeout is `busy` and no circuit opens for anyone."""
     rec, breakers = Recorder(), Breakers(BreakerConfig(failure_threshold=1))
+    stalled = ScriptedModel(stall=True)
     queued = chain(
-        {"main": ScriptedModel(stall=True), "spare": ScriptedModel(("spare",))},
+        {"main": stalled, "spare": ScriptedModel(("spare",))},
         rec,
         breakers,
         first_token_timeout_s=0.5,
     )
-    answering = chain({"main": ScriptedModel(("a", "b"))}, Recorder(), breakers)
+    answering = chain({"main": ScriptedModel(("a", "b", "c"))}, Recorder(), breakers)
+    streaming = await answering.start(REQUEST)  # its first chunk is in before the wait
     waiting = asyncio.create_task(drain(queued))
-    await asyncio.sleep(0)  # the queued call is waiting for its first token
-    assert (await drain(answering)).texts == ["a", "b"]  # meanwhile the model answers
+    await stalled.called.wait()  # the queued call is waiting for its first token
+    assert [c.text async for c in streaming.chunks()] == ["a", "b", "c"]  # heard meanwhile
     assert (await waiting).texts == ["spare"]
     assert rec.failed == [("main", "busy")]
     assert breakers["main"].state is State.CLOSED
+
+
+async def test_a_half_open_probe_that_times_out_reopens_even_while_others_stream() -> None:
+    clock, rec = Clock(), Recorder()
+    breakers = Breakers(BreakerConfig(failure_threshold=1, open_s=10), clock)
+    breakers["main"].failure()  # open
+    clock.now += 10  # the next call is the probe
+    stalled = ScriptedModel(stall=True)
+    probing = chain(
+        {"main": stalled, "spare": ScriptedModel(("spare",))},
+        rec,
+        breakers,
+        first_token_timeout_s=0.5,
+    )
+    waiting = asyncio.create_task(drain(probing))
+    await stalled.called.wait()
+    breakers["main"].alive()  # a stream begun before the circuit opened still sends chunks
+    await waiting
+    assert rec.failed == [("main", "first_token_timeout")]
+    assert breakers["main"].state is State.OPEN and breakers["main"].retry_in_s() == 10
 
 
 async def test_a_model_can_have_its_own_first_token_timeout() -> None:
