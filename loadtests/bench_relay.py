@@ -125,8 +125,9 @@ async def stream(
     out: dict[str, Any],
 ) -> None:
     """One closed-loop stream from `begin`: requests back to back until the window ends,
-    when it hangs up (the gateway cancels). Counts the chunks and tokens that arrive in
-    the window, and the TTFT and pace of the requests that start in it."""
+    when it hangs up (the gateway cancels). Counts the chunks with text (not the role or
+    finish events) and tokens that arrive in the window, and the TTFT (read even past
+    the window's end) and pace of the requests that start in it."""
     body = {
         "model": model,
         "messages": [{"role": "user", "content": "Count."}],
@@ -143,17 +144,19 @@ async def stream(
         tokens = 0
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:
             if response.status_code != 200:
-                out["errors"] += 1
+                out["errors"] += counted
                 await response.aread()
+                await asyncio.sleep(0.1)  # a refused stream backs off instead of spinning
                 continue
             async for line in response.aiter_lines():
                 now = time.monotonic()
-                if now >= window.end:
-                    break
+                if now >= window.end and (first or not counted):
+                    break  # hang up; a counted request first gets its first token (TTFT)
                 if not line.startswith("data: {") or '"usage":{' in line:
                     continue
-                if not json.loads(line[6:])["choices"]:
-                    continue
+                choices = json.loads(line[6:])["choices"]
+                if not choices or not choices[0].get("delta", {}).get("content"):
+                    continue  # the role event, the finish event: no tokens
                 size = min(interval if tokens else 1, max_tokens - tokens)
                 tokens += size
                 if now in window:
