@@ -75,7 +75,7 @@ class CircuitBreaker:
 
     def success(self, probe: bool = False) -> None:
         """A call reached its first token; `probe`: it held the half-open probe slot."""
-        self._heard += 1
+        self.alive()
         self._failures = 0
         if probe:
             self._probing = False
