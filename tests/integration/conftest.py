@@ -232,9 +232,9 @@ def add_routing_faults(args: dict[str, Any]) -> None:
     back to it (and wrap it: a stream they break goes on there), and the stalling ones
     give up on a first token after 2 s (the others, like the real models, keep the
     config's: a loaded CI machine can take longer than 2 s to a first token that does
-    come). Breakers open after 2 failures for 5 s: longer than a call takes even on a
-    loaded machine, so the next call meets the open circuit, and short enough for the
-    tests to see them recover."""
+    come). Breakers open after 2 failures for 15 s: far longer than the next call takes
+    to arrive even on a loaded machine (with 5 s, a slow CI run once saw no call meet
+    an open circuit), so it does, and short enough for the tests to see them recover."""
     fast = args["models"][1]
     fast["deployment"]["num_replicas"] = 2
     args["fault_injection"] = [
@@ -245,7 +245,7 @@ def add_routing_faults(args: dict[str, Any]) -> None:
     routing["fallbacks"] |= {name: [fast["id"]] for name in FAULTS if name not in alone}
     stalling = [name for name, fault in FAULTS.items() if fault["before_first_token"] == "stall"]
     routing["first_token_timeouts"] = {name: FIRST_TOKEN_TIMEOUT_S for name in stalling}
-    routing["breaker"] = {"failure_threshold": 2, "open_s": 5.0}
+    routing["breaker"] = {"failure_threshold": 2, "open_s": 15.0}
 
 
 def running_redis(workdir: Path) -> Iterator[RedisServer]:
