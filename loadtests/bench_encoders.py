@@ -7,16 +7,19 @@ the local profile under `serve run` (its own Redis), /v1/embeddings with 1 and w
 texts per request (a search query; an indexing job) and /v1/rerank with `--docs`
 documents per request, at concurrency 1, 8 and 32. For each cluster run the CPU time of
 the proxy, gateway and model replicas (and of Ray's own processes and the load client) is
-sampled: the per-request cost of each hop.
+sampled: the per-request cost of each hop. `--torch-threads 2 1` runs the cluster once per
+value (the encoders' `torch_threads`), `--repeat` times in rotating order; each figure is
+the median of the repeats.
 Writes loadtests/results/encoders.{json,md}.
 
-    .venv/bin/python -m loadtests.bench_encoders [--seconds 20]
+    .venv/bin/python -m loadtests.bench_encoders [--seconds 20] [--torch-threads 2 1] [--repeat 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import tempfile
 import time
@@ -117,12 +120,21 @@ async def drive(
     }
 
 
-def cluster(seconds: float, docs: int, workdir: Path) -> dict[str, Any]:
+def profile_threads(profile: dict[str, Any]) -> int | None:
+    """The local profile's `torch_threads` of its first embedder."""
+    threads = profile["applications"][0]["args"]["embedders"][0].get("torch_threads")
+    return None if threads is None else int(threads)
+
+
+def cluster(seconds: float, docs: int, workdir: Path, torch_threads: int | None) -> dict[str, Any]:
+    """One run of the local profile, its embedders and rerankers at `torch_threads`."""
     redis = redis_server(free_port(), workdir)
     redis.start(ready_path=None)
     wait_for_port(int(redis.base_url.rsplit(":", 1)[1]))
     profile = with_redis(local_profile(), redis.base_url + "/0")
     args = profile["applications"][0]["args"]
+    for encoder in [*args["embedders"], *args["rerankers"]]:
+        encoder["torch_threads"] = torch_threads
     embedder, reranker = args["embedders"][0]["id"], args["rerankers"][0]["id"]
     server = serve_server(
         "raygate", profile, free_port(), workdir, RESULTS / "encoders.raygate.log.tmp"
@@ -140,7 +152,7 @@ def cluster(seconds: float, docs: int, workdir: Path) -> dict[str, Any]:
             documents = [sentence(i * 100 + d) for d in range(docs)]
             return {"model": reranker, "query": sentence(i, 8), "documents": documents}
 
-        out: dict[str, Any] = {"embeddings": [], "rerank": []}
+        out: dict[str, Any] = {"torch_threads": torch_threads, "embeddings": [], "rerank": []}
         for c in (1, 8, 32):
             for texts in (1, 32):
                 row = asyncio.run(
@@ -153,6 +165,38 @@ def cluster(seconds: float, docs: int, workdir: Path) -> dict[str, Any]:
     finally:
         server.stop()
         redis.stop()
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs of one trial as one: each row's figures the median over the runs."""
+
+    def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        roles = {role for row in rows for role in row["cpu_ms_per_request"]}
+        return {
+            "concurrency": rows[0]["concurrency"],
+            "per_request": rows[0]["per_request"],
+            "requests": sum(row["requests"] for row in rows),
+            **{
+                key: round(statistics.median(row[key] for row in rows), 1)
+                for key in ("items_per_s", "p50_ms", "p95_ms")
+            },
+            "cpu_ms_per_request": {
+                role: round(
+                    statistics.median(row["cpu_ms_per_request"].get(role, 0.0) for row in rows),
+                    1,
+                )
+                for role in sorted(roles)
+            },
+        }
+
+    return {
+        "torch_threads": runs[0]["torch_threads"],
+        "runs": len(runs),
+        **{
+            route: [median_row(list(rows)) for rows in zip(*(r[route] for r in runs), strict=True)]
+            for route in ("embeddings", "rerank")
+        },
+    }
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -174,22 +218,25 @@ def markdown(record: dict[str, Any]) -> str:
     lines += [
         "",
         "CPU ms per request: CPU time of the Serve proxy, the gateway replica and the model "
-        "replica during the run, divided by the requests served.",
+        "replica during the run, divided by the requests served. Each figure is the median "
+        "of the trial's runs (`runs` in the JSON, in the order they ran).",
         "",
-        "| route | items per request | concurrency | items/s | vs in-process | p50 ms | p95 ms "
-        "| CPU ms/request: proxy, gateway, model |",
-        "|---|---|---|---|---|---|---|---|",
+        "| torch threads | route | items per request | concurrency | items/s | vs in-process "
+        "| p50 ms | p95 ms | CPU ms/request: proxy, gateway, model |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for route, key in (("embeddings", "embeddings_per_s"), ("rerank", "rerank_pairs_per_s")):
-        for row in record["cluster"][route]:
-            ratio = row["items_per_s"] / base[key]
-            cpu = row["cpu_ms_per_request"]
-            model = cpu.get("embedder" if route == "embeddings" else "reranker", 0.0)
-            lines.append(
-                f"| {route} | {row['per_request']} | {row['concurrency']} | {row['items_per_s']} "
-                f"| {ratio:.2f}x | {row['p50_ms']} | {row['p95_ms']} "
-                f"| {cpu.get('serve-proxy', 0.0)}, {cpu.get('gateway', 0.0)}, {model} |"
-            )
+    for trial in record["cluster"]:
+        for route, key in (("embeddings", "embeddings_per_s"), ("rerank", "rerank_pairs_per_s")):
+            for row in trial[route]:
+                ratio = row["items_per_s"] / base[key]
+                cpu = row["cpu_ms_per_request"]
+                model = cpu.get("embedder" if route == "embeddings" else "reranker", 0.0)
+                lines.append(
+                    f"| {trial['torch_threads']} | {route} | {row['per_request']} "
+                    f"| {row['concurrency']} | {row['items_per_s']} | {ratio:.2f}x "
+                    f"| {row['p50_ms']} | {row['p95_ms']} "
+                    f"| {cpu.get('serve-proxy', 0.0)}, {cpu.get('gateway', 0.0)}, {model} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -197,14 +244,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=20, help="per measurement")
     parser.add_argument("--docs", type=int, default=10, help="documents per rerank request")
+    parser.add_argument(
+        "--torch-threads", type=int, nargs="+", help="trials: the encoders' torch_threads"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each trial")
     args = parser.parse_args(argv)
+    trials = args.torch_threads or [profile_threads(local_profile())]
     record: dict[str, Any] = {
         "machine": machine(),
         "command": "python -m loadtests.bench_encoders " + " ".join(argv or sys.argv[1:]),
     }
     first = in_process(args.seconds, args.docs)
-    with tempfile.TemporaryDirectory() as tmp:
-        record["cluster"] = cluster(args.seconds, args.docs, Path(tmp))
+    runs: list[dict[str, Any]] = []
+    for repeat in range(args.repeat):
+        for threads in trials[repeat % len(trials) :] + trials[: repeat % len(trials)]:
+            with tempfile.TemporaryDirectory() as tmp:
+                runs.append(cluster(args.seconds, args.docs, Path(tmp), threads))
+    record["runs"] = runs
+    record["cluster"] = [medians([r for r in runs if r["torch_threads"] == t]) for t in trials]
     second = in_process(args.seconds, args.docs)
     record["in_process"] = {
         "runs": [first, second],
