@@ -42,6 +42,10 @@ class DynamicBatcher(Generic[In, Out]):
     to `batch_wait_timeout_s` for more. Ray Serve's `@serve.batch` forms batches on its
     timer instead, also while the model is busy, so a model slower than the timer gets
     batches of one or two (measured: 1.8 requests per batch with 28 waiting).
+
+    `concurrency` batches may run at once (a caller of a remote model keeps several calls
+    in flight, so the model always has the next one): a call that finds one of them free
+    starts a batch at once, and only calls that arrive while all are busy are merged.
     """
 
     def __init__(
@@ -49,20 +53,26 @@ class DynamicBatcher(Generic[In, Out]):
         run: Callable[[list[In]], Awaitable[list[Out]]],
         max_batch_size: int,
         batch_wait_timeout_s: float,
+        concurrency: int = 1,
     ):
         self._run = run
         self.max_batch_size = max_batch_size
         self.batch_wait_timeout_s = batch_wait_timeout_s
+        self.concurrency = concurrency
         self._queue: deque[tuple[In, asyncio.Future[Out]]] = deque()
         self._arrived = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: In) -> Out:
-        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        """`run`'s output for `item`, once a batch holding it has run; raises what `run`
+        raised for that batch."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Out] = loop.create_future()
         self._queue.append((item, future))
         self._arrived.set()
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._work())
+        self._workers = {worker for worker in self._workers if not worker.done()}
+        while len(self._workers) < self.concurrency:
+            self._workers.add(loop.create_task(self._work()))
         return await future
 
     async def _next_batch(self) -> list[tuple[In, asyncio.Future[Out]]]:

@@ -236,6 +236,14 @@ class EmbedderConfig(EncoderConfig):
     """One sentence-transformers embedding deployment."""
 
     normalize: bool = Field(default=True, description="L2-normalise the vectors.")
+    single_text_calls_in_flight: int | None = Field(
+        default=4,
+        ge=1,
+        description="Requests of one text (search queries, the cache's questions) share "
+        "calls: one gateway replica keeps at most this many in flight to this embedder, "
+        "and the texts that arrive meanwhile go together in the next one (up to "
+        "`encode_batch_size`), one Ray hop for many. null: every request its own call.",
+    )
 
 
 class RerankerConfig(EncoderConfig):

@@ -129,14 +129,7 @@ class EmbedderDeployment:
         started = time.perf_counter()
         merged = await self._thread.run(self._embedder.encode, flat)
         self._metrics.record(len(requests), len(flat), time.perf_counter() - started)
-        results, start = [], 0
-        for texts in requests:
-            end = start + len(texts)
-            results.append(
-                EmbeddingResult(merged.vectors[start:end], merged.token_counts[start:end])
-            )
-            start = end
-        return results
+        return merged.split([len(texts) for texts in requests])
 
     def info(self) -> dict[str, Any]:
         return {

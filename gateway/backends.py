@@ -8,13 +8,15 @@ the fallback chain, which moves on to the next model first.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from deployments.batching import DynamicBatcher
+from deployments.config import EmbedderConfig
 from gateway.embeddings import EmbeddingBackend
 from gateway.rerank import RerankBackend
 from gateway.targets import ModelBackend
@@ -76,9 +78,32 @@ class _Limits(_Info):
 
 
 class ServeEmbeddingBackend(_Limits):
+    """Calls to an EmbedderDeployment. With `single_text_calls` (EmbedderConfig's
+    `single_text_calls_in_flight`), one-text requests share calls: a free call slot takes
+    a text at once, and the texts that arrive while every slot is busy go together in the
+    next call (at most `max_texts_per_call`)."""
+
+    def __init__(
+        self, handle: DeploymentHandle, single_text_calls: int | None, max_texts_per_call: int
+    ):
+        super().__init__(handle)
+        self._shared: DynamicBatcher[str, EmbeddingResult] | None = None
+        if single_text_calls is not None:
+            self._shared = DynamicBatcher(
+                self._embed_shared, max_texts_per_call, 0.0, single_text_calls
+            )
+
     async def embed(self, texts: list[str]) -> EmbeddingResult:
+        """The vectors of `texts`; raises Overloaded when the embedder's queue is full, and
+        what the embedder raised (for every request that shared the call)."""
+        if self._shared is not None and len(texts) == 1:
+            return await self._shared.submit(texts[0])
         result: EmbeddingResult = await unary(self._handle.embed.remote(texts))
         return result
+
+    async def _embed_shared(self, texts: list[str]) -> list[EmbeddingResult]:
+        merged: EmbeddingResult = await unary(self._handle.embed.remote(texts))
+        return merged.split([1] * len(texts))
 
 
 class ServeRerankBackend(_Limits):
@@ -112,7 +137,9 @@ class Backends:
     probes: Mapping[str, Probe]  # every deployment's health check, for /ready
 
 
-def serve_backends(handles: Handles, probe_timeout_s: float) -> Backends:
+def serve_backends(
+    handles: Handles, embedders: Sequence[EmbedderConfig], probe_timeout_s: float
+) -> Backends:
     def probe(handle: DeploymentHandle) -> Probe:
         async def check() -> None:
             await asyncio.wait_for(handle.check_health.remote(), probe_timeout_s)
@@ -121,7 +148,12 @@ def serve_backends(handles: Handles, probe_timeout_s: float) -> Backends:
 
     return Backends(
         llms={name: ServeLLMBackend(h) for name, h in handles.llms.items()},
-        embedders={name: ServeEmbeddingBackend(h) for name, h in handles.embedders.items()},
+        embedders={
+            e.id: ServeEmbeddingBackend(
+                handles.embedders[e.id], e.single_text_calls_in_flight, e.encode_batch_size
+            )
+            for e in embedders
+        },
         rerankers={name: ServeRerankBackend(h) for name, h in handles.rerankers.items()},
         probes={name: probe(h) for name, h in handles.all().items()},
     )

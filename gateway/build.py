@@ -269,7 +269,7 @@ class Gateway:
         created: int,
     ):
         backends = serve_backends(
-            Handles(llms, embedders, rerankers), config.gateway.ready_timeout_s
+            Handles(llms, embedders, rerankers), config.embedders, config.gateway.ready_timeout_s
         )
         self._services = build_services(
             config, tenants, sources, backends, GatewayMetrics(), created

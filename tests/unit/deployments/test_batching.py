@@ -78,3 +78,28 @@ async def test_a_caller_that_gave_up_is_left_out() -> None:
     gone.cancel()
     assert await batcher.submit("kept") == "kept"
     assert seen == [["kept"]]
+
+
+async def test_with_free_slots_calls_run_at_once_and_only_the_overflow_is_merged() -> None:
+    release = asyncio.Event()
+    batches: list[list[int]] = []
+
+    async def run(items: list[int]) -> list[int]:
+        batches.append(items)
+        if len(batches) <= 2:
+            await release.wait()  # both slots busy
+        return items
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(run, 8, 0.0, concurrency=2)
+    busy = []
+    for i in (0, 1):
+        busy.append(asyncio.ensure_future(batcher.submit(i)))
+        for _ in range(20):  # scheduler turns, no waiting on time
+            await asyncio.sleep(0)
+        assert len(batches) == i + 1  # it started though another runs: a slot was free
+    assert batches == [[0], [1]]
+    rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(2, 6)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*busy, *rest) == list(range(6))
+    assert batches[2:] == [[2, 3, 4, 5]]  # what queued meanwhile went as one
