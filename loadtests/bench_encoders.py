@@ -7,12 +7,12 @@ the local profile under `serve run` (its own Redis), /v1/embeddings with 1 and w
 texts per request (a search query; an indexing job) and /v1/rerank with `--docs`
 documents per request, at concurrency 1, 8 and 32. For each cluster run the CPU time of
 the proxy, gateway and model replicas (and of Ray's own processes and the load client) is
-sampled: the per-request cost of each hop. `--torch-threads 2 1` runs the cluster once per
-value (the encoders' `torch_threads`), `--repeat` times in rotating order; each figure is
-the median of the repeats.
+sampled: the per-request cost of each hop. `--trials` runs the cluster once per trial
+(the local profile, or it with the overrides of TRIALS), `--repeat` times in rotating
+order; each figure is the median of the repeats.
 Writes loadtests/results/encoders.{json,md}.
 
-    .venv/bin/python -m loadtests.bench_encoders [--seconds 20] [--torch-threads 2 1] [--repeat 2]
+    .venv/bin/python -m loadtests.bench_encoders [--seconds 20] [--trials profile unshared]
 """
 
 from __future__ import annotations
@@ -120,21 +120,24 @@ async def drive(
     }
 
 
-def profile_threads(profile: dict[str, Any]) -> int | None:
-    """The local profile's `torch_threads` of its first embedder."""
-    threads = profile["applications"][0]["args"]["embedders"][0].get("torch_threads")
-    return None if threads is None else int(threads)
+# Overrides of the local profile's encoder settings, by the section they apply to.
+TRIALS: dict[str, dict[str, dict[str, Any]]] = {
+    "profile": {},
+    "one-thread": {"embedders": {"torch_threads": 1}, "rerankers": {"torch_threads": 1}},
+    "unshared": {"embedders": {"single_text_calls_in_flight": None}},  # a call per request
+}
 
 
-def cluster(seconds: float, docs: int, workdir: Path, torch_threads: int | None) -> dict[str, Any]:
-    """One run of the local profile, its embedders and rerankers at `torch_threads`."""
+def cluster(seconds: float, docs: int, workdir: Path, trial: str) -> dict[str, Any]:
+    """One run of the local profile with the overrides of TRIALS[trial]."""
     redis = redis_server(free_port(), workdir)
     redis.start(ready_path=None)
     wait_for_port(int(redis.base_url.rsplit(":", 1)[1]))
     profile = with_redis(local_profile(), redis.base_url + "/0")
     args = profile["applications"][0]["args"]
-    for encoder in [*args["embedders"], *args["rerankers"]]:
-        encoder["torch_threads"] = torch_threads
+    for section, overrides in TRIALS[trial].items():
+        for encoder in args[section]:
+            encoder.update(overrides)
     embedder, reranker = args["embedders"][0]["id"], args["rerankers"][0]["id"]
     server = serve_server(
         "raygate", profile, free_port(), workdir, RESULTS / "encoders.raygate.log.tmp"
@@ -152,7 +155,7 @@ def cluster(seconds: float, docs: int, workdir: Path, torch_threads: int | None)
             documents = [sentence(i * 100 + d) for d in range(docs)]
             return {"model": reranker, "query": sentence(i, 8), "documents": documents}
 
-        out: dict[str, Any] = {"torch_threads": torch_threads, "embeddings": [], "rerank": []}
+        out: dict[str, Any] = {"trial": trial, "embeddings": [], "rerank": []}
         for c in (1, 8, 32):
             for texts in (1, 32):
                 row = asyncio.run(
@@ -190,7 +193,7 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
 
     return {
-        "torch_threads": runs[0]["torch_threads"],
+        "trial": runs[0]["trial"],
         "runs": len(runs),
         **{
             route: [median_row(list(rows)) for rows in zip(*(r[route] for r in runs), strict=True)]
@@ -221,7 +224,7 @@ def markdown(record: dict[str, Any]) -> str:
         "replica during the run, divided by the requests served. Each figure is the median "
         "of the trial's runs (`runs` in the JSON, in the order they ran).",
         "",
-        "| torch threads | route | items per request | concurrency | items/s | vs in-process "
+        "| trial | route | items per request | concurrency | items/s | vs in-process "
         "| p50 ms | p95 ms | CPU ms/request: proxy, gateway, model |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -232,7 +235,7 @@ def markdown(record: dict[str, Any]) -> str:
                 cpu = row["cpu_ms_per_request"]
                 model = cpu.get("embedder" if route == "embeddings" else "reranker", 0.0)
                 lines.append(
-                    f"| {trial['torch_threads']} | {route} | {row['per_request']} "
+                    f"| {trial['trial']} | {route} | {row['per_request']} "
                     f"| {row['concurrency']} | {row['items_per_s']} | {ratio:.2f}x "
                     f"| {row['p50_ms']} | {row['p95_ms']} "
                     f"| {cpu.get('serve-proxy', 0.0)}, {cpu.get('gateway', 0.0)}, {model} |"
@@ -244,12 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=20, help="per measurement")
     parser.add_argument("--docs", type=int, default=10, help="documents per rerank request")
-    parser.add_argument(
-        "--torch-threads", type=int, nargs="+", help="trials: the encoders' torch_threads"
-    )
+    parser.add_argument("--trials", nargs="+", choices=TRIALS, default=["profile"])
     parser.add_argument("--repeat", type=int, default=1, help="runs of each trial")
     args = parser.parse_args(argv)
-    trials = args.torch_threads or [profile_threads(local_profile())]
+    trials: list[str] = args.trials
     record: dict[str, Any] = {
         "machine": machine(),
         "command": "python -m loadtests.bench_encoders " + " ".join(argv or sys.argv[1:]),
@@ -257,11 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     first = in_process(args.seconds, args.docs)
     runs: list[dict[str, Any]] = []
     for repeat in range(args.repeat):
-        for threads in trials[repeat % len(trials) :] + trials[: repeat % len(trials)]:
+        for trial in trials[repeat % len(trials) :] + trials[: repeat % len(trials)]:
             with tempfile.TemporaryDirectory() as tmp:
-                runs.append(cluster(args.seconds, args.docs, Path(tmp), threads))
+                runs.append(cluster(args.seconds, args.docs, Path(tmp), trial))
     record["runs"] = runs
-    record["cluster"] = [medians([r for r in runs if r["torch_threads"] == t]) for t in trials]
+    record["trials"] = {trial: TRIALS[trial] for trial in trials}
+    record["cluster"] = [medians([r for r in runs if r["trial"] == t]) for t in trials]
     second = in_process(args.seconds, args.docs)
     record["in_process"] = {
         "runs": [first, second],

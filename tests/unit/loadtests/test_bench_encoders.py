@@ -21,7 +21,7 @@ def row(concurrency: int, items_per_s: float, gateway_ms: float, **cpu: float) -
 
 def run(items_per_s: float, gateway_ms: float, **cpu: float) -> dict[str, Any]:
     return {
-        "torch_threads": 1,
+        "trial": "profile",
         "embeddings": [row(1, items_per_s, gateway_ms, **cpu), row(8, 2 * items_per_s, 1.0)],
         "rerank": [row(1, 5.0, 1.0)],
     }
@@ -33,7 +33,7 @@ def test_each_figure_is_the_median_of_the_runs_row_by_row() -> None:
     assert (first["items_per_s"], first["p95_ms"], first["requests"]) == (20.0, 60.0, 30)
     assert first["cpu_ms_per_request"]["gateway"] == 4.0  # medians apart from items/s
     assert second["concurrency"] == 8 and second["items_per_s"] == 40.0
-    assert summary["torch_threads"] == 1 and summary["runs"] == 3
+    assert summary["trial"] == "profile" and summary["runs"] == 3
 
 
 def test_a_role_missing_from_a_run_counts_as_no_cpu_there() -> None:
