@@ -98,12 +98,14 @@ class ServeEmbeddingBackend(_Limits):
         what the embedder raised (for every request that shared the call)."""
         if self._shared is not None and len(texts) == 1:
             return await self._shared.submit(texts[0])
-        result: EmbeddingResult = await unary(self._handle.embed.remote(texts))
-        return result
+        return await self._call(texts)
 
     async def _embed_shared(self, texts: list[str]) -> list[EmbeddingResult]:
-        merged: EmbeddingResult = await unary(self._handle.embed.remote(texts))
-        return merged.split([1] * len(texts))
+        return (await self._call(texts)).split([1] * len(texts))
+
+    async def _call(self, texts: list[str]) -> EmbeddingResult:
+        result: EmbeddingResult = await unary(self._handle.embed.remote(texts))
+        return result
 
 
 class ServeRerankBackend(_Limits):

@@ -31,7 +31,7 @@ def test_each_figure_is_the_median_of_the_runs_row_by_row() -> None:
     summary = medians([run(10.0, 4.0), run(30.0, 2.0), run(20.0, 9.0)])
     first, second = summary["embeddings"]
     assert (first["items_per_s"], first["p95_ms"], first["requests"]) == (20.0, 60.0, 30)
-    assert first["cpu_ms_per_request"]["gateway"] == 4.0  # medians apart from items/s
+    assert first["cpu_ms_per_request"]["gateway"] == 4.0  # CPU figures: medians too
     assert second["concurrency"] == 8 and second["items_per_s"] == 40.0
     assert summary["trial"] == "profile" and summary["runs"] == 3
 
