@@ -13,7 +13,9 @@ the next model would refuse them too. How each failure is judged is one table,
 `VERDICTS`; a first-token timeout is the model's failure only if the model sent this
 gateway replica nothing at all while the call waited, or the call was the half-open
 probe (`BUSY` otherwise: load, such as one tenant's burst queued behind calls the model
-is answering, must not open a circuit for every tenant).
+is answering, must not open a circuit for every tenant); a wait the request's own
+deadline cut shorter than the model's first-token timeout is never the model's
+(`DEADLINE`: the time went to earlier models of the chain).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class Verdict:
 
 CLIENT_ERROR = Verdict("client_error", model_failed=False, try_next=False)
 BUSY = Verdict("busy", model_failed=False, try_next=True)  # timed out behind other calls
+DEADLINE = Verdict("deadline", model_failed=False, try_next=True)  # the request's time ran out
 MODEL_ERROR = Verdict("error", model_failed=True, try_next=True)
 # Foreign exceptions by kind, in the spirit of httpx's map_exceptions; typed errors go by
 # status (a 4xx is the client's, anything else the model's); unknown kinds (a dead replica,
@@ -274,9 +277,11 @@ class ChainBackend:
     ) -> _Running | BaseException:
         """One model's try: its first chunk, or the error to move on with.
 
-        A first-token timeout counts against the model's breaker only if the model sent
-        nothing to anyone here meanwhile (`BUSY` otherwise), or if the call is the
-        half-open probe (whose outcome must close or reopen the circuit). Raises a client
+        A first-token timeout counts against the model's breaker only if the model had
+        its whole first-token timeout (`DEADLINE` when the request's deadline cut the
+        wait shorter) and sent nothing to anyone here meanwhile (`BUSY` otherwise), or if
+        the call is the half-open probe (whose outcome must close or reopen the circuit;
+        a probe the deadline cut short settles nothing and frees its slot). Raises a client
         error (4xx) from the model, which no other model would accept either, and
         cancellation."""
         try:
@@ -291,7 +296,8 @@ class ChainBackend:
             return self._timed_out()
         walk.calls += 1
         chunks = link.backend.stream(tailored)
-        timeout = min(self._config.first_token_timeout(link.model_id), remaining)
+        allowed = self._config.first_token_timeout(link.model_id)
+        timeout = min(allowed, remaining)
         heard = breaker.heard
         try:
             async with asyncio.timeout(timeout):
@@ -299,14 +305,16 @@ class ChainBackend:
         except Exception as exc:
             await _close(chunks)
             judged = verdict(exc)
-            if isinstance(exc, TimeoutError) and breaker.heard > heard and not attempt.probe:
+            if isinstance(exc, TimeoutError) and timeout < allowed:
+                judged = DEADLINE
+            elif isinstance(exc, TimeoutError) and breaker.heard > heard and not attempt.probe:
                 judged = BUSY  # a probe's timeout always counts: its outcome must settle
             if judged.model_failed:
                 attempt.failure()
             if not judged.try_next:
                 raise
             self._passed_over(walk, link, judged.reason)
-            return self._reported(link, exc, timeout)
+            return self._timed_out() if judged is DEADLINE else self._reported(link, exc, timeout)
         except BaseException:  # cancelled: the client left or the request timed out
             await _close(chunks)
             raise

@@ -174,6 +174,38 @@ async def test_a_half_open_probe_that_times_out_reopens_even_while_others_stream
     assert breakers["main"].state is State.OPEN and breakers["main"].retry_in_s() == 10
 
 
+async def test_a_wait_the_deadline_cut_short_is_not_the_models_failure() -> None:
+    """The first model's failure and the backoff took most of the request's time: the
+    fallback's wait for its first token ends at the deadline, before its own timeout, so
+    its breaker stays closed and the client gets the request's timeout."""
+    clock, rec = Clock(), Recorder()
+    breakers = Breakers(BreakerConfig(failure_threshold=1))
+
+    async def slow_backoff(seconds: float) -> None:
+        clock.now += 0.95  # of the request's 1 s
+
+    stalled = ScriptedModel(stall=True)
+    settings = RoutingConfig(timeout_s=1.0, first_token_timeout_s=1.0)
+    backend = ChainBackend(
+        [
+            Link("main", ScriptedModel(fail_before=ServiceUnavailable("down")), same),
+            Link("spare", stalled, same),
+        ],
+        settings,
+        breakers,
+        rec.events(),
+        clock=clock,
+        sleep=slow_backoff,
+        jitter=lambda: 1.0,
+    )
+    with pytest.raises(GatewayTimeout, match="time limit"):
+        await drain(backend)
+    assert stalled.closed == 1
+    assert rec.failed == [("main", "error"), ("spare", "deadline")]
+    assert breakers["spare"].state is State.CLOSED
+    assert breakers["main"].state is State.OPEN
+
+
 async def test_a_model_can_have_its_own_first_token_timeout() -> None:
     rec = Recorder()
     settings = RoutingConfig(first_token_timeout_s=0.05, first_token_timeouts={"slow": 5.0})
