@@ -13,12 +13,12 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from ray import serve
 
 from deployments.config import LLMModelConfig
+from deployments.counters import RequestCounters
 from deployments.metrics import engine_stat_loggers
 from deployments.prompt import PromptEncoder, check_fits, read_template
 from deployments.sampling import sampling_params, token_logprobs
@@ -33,20 +33,6 @@ from schemas.generation import (
 )
 
 log = logging.getLogger("raygate.llm")
-
-
-@dataclass
-class RequestCounters:
-    """Lifetime counts of this replica's requests, by how they ended."""
-
-    started: int = 0
-    finished: int = 0
-    aborted: int = 0
-    failed: int = 0
-
-    @property
-    def running(self) -> int:
-        return self.started - self.finished - self.aborted - self.failed
 
 
 def _param(exc: Exception, request: GenerationRequest) -> str | None:
@@ -126,10 +112,7 @@ class LLMDeployment:
         began = time.perf_counter()
         if self._engine.errored:
             raise ServiceUnavailable(f"model '{self._model_id}' is restarting; try again")
-        if request.prompt_token_ids is not None:  # the gateway's case: only a range check
-            prompt_ids = self._encoder.encode(request)
-        else:  # tokenizing text can take milliseconds: off the event loop
-            prompt_ids = await asyncio.to_thread(self._encoder.encode, request)
+        prompt_ids = await self._encoder.encode_off_loop(request)
         sampling = request.sampling
         max_tokens = check_fits(
             len(prompt_ids), sampling.max_tokens, self._max_model_len, sampling.min_tokens
@@ -168,54 +151,47 @@ class LLMDeployment:
         prompt_tokens, completion_tokens = len(prompt_ids), 0
         encode_s = time.perf_counter() - began
         top = request.sampling.logprobs or 0
-        self._counters.started += 1
-        outcome = "failed"
-        try:
-            stream = self._engine.generate(
-                TokensPrompt(prompt_token_ids=prompt_ids), params, request.request_id
-            )
-            replica: str | None = self._replica  # said once, with the first chunk
-            async for output in stream:
-                for completion in output.outputs:
-                    ids = list(completion.token_ids)
-                    completion_tokens += len(ids)
-                    finish: FinishReason | None = None
-                    if completion.finish_reason is not None:
-                        finish = "length" if completion.finish_reason == "length" else "stop"
-                    text, calls = completion.text, tuple[ToolCallPart, ...]()
-                    if readers is not None:
-                        reader = readers[completion.index]
-                        text, calls = reader.read(text, ids, finished=finish is not None)
-                        if finish is not None:
-                            finish = reader.finish_reason(finish)
-                    yield GenerationChunk(
-                        text,
-                        prompt_tokens,
-                        completion_tokens,
-                        finish,
-                        replica,
-                        tuple(ids),
-                        completion.index,
-                        calls,
-                        token_logprobs(ids, completion.logprobs, top),
-                        None if replica is None else _timings(began, encode_s, output.metrics),
-                    )
-                    replica = None
-            outcome = "finished"
-        except (asyncio.CancelledError, GeneratorExit):
-            outcome = "aborted"
-            raise
-        except VLLMClientError as exc:  # refused by the engine: the request's fault
-            raise InvalidRequest(str(exc), param=_param(exc, request)) from None
-        except VLLMServerError:
-            log.exception("engine failed on request %s", request.request_id)
-            raise ServiceUnavailable(f"model '{self._model_id}' failed; try again") from None
-        finally:
-            setattr(self._counters, outcome, getattr(self._counters, outcome) + 1)
+        with self._counters.counting():
+            try:
+                stream = self._engine.generate(
+                    TokensPrompt(prompt_token_ids=prompt_ids), params, request.request_id
+                )
+                replica: str | None = self._replica  # said once, with the first chunk
+                async for output in stream:
+                    for completion in output.outputs:
+                        ids = list(completion.token_ids)
+                        completion_tokens += len(ids)
+                        finish: FinishReason | None = None
+                        if completion.finish_reason is not None:
+                            finish = "length" if completion.finish_reason == "length" else "stop"
+                        text, calls = completion.text, tuple[ToolCallPart, ...]()
+                        if readers is not None:
+                            reader = readers[completion.index]
+                            text, calls = reader.read(text, ids, finished=finish is not None)
+                            if finish is not None:
+                                finish = reader.finish_reason(finish)
+                        yield GenerationChunk(
+                            text,
+                            prompt_tokens,
+                            completion_tokens,
+                            finish,
+                            replica,
+                            tuple(ids),
+                            completion.index,
+                            calls,
+                            token_logprobs(ids, completion.logprobs, top),
+                            None if replica is None else _timings(began, encode_s, output.metrics),
+                        )
+                        replica = None
+            except VLLMClientError as exc:  # refused by the engine: the request's fault
+                raise InvalidRequest(str(exc), param=_param(exc, request)) from None
+            except VLLMServerError:
+                log.exception("engine failed on request %s", request.request_id)
+                raise ServiceUnavailable(f"model '{self._model_id}' failed; try again") from None
 
     def stats(self) -> dict[str, int]:
         """Request counters of this replica (used by tests and the metrics exporter)."""
-        return {**asdict(self._counters), "running": self._counters.running}
+        return self._counters.snapshot()
 
     def info(self) -> dict[str, Any]:
         return {"id": self._model_id, "max_model_len": self._max_model_len, "pid": os.getpid()}

@@ -7,6 +7,7 @@ tokenizer (transformers), never an engine.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,14 @@ class PromptEncoder:
             raise InvalidRequest(
                 f"The {param} could not be tokenized: {str(exc)[:200]}", param=param
             ) from None
+
+    async def encode_off_loop(self, request: GenerationRequest) -> list[int]:
+        """`encode` for a model replica: a prompt of token ids (the gateway's case, only a
+        range check) on the event loop, text in a worker thread (tokenizing can take
+        milliseconds). Raises as `encode`."""
+        if request.prompt_token_ids is not None:
+            return self.encode(request)
+        return await asyncio.to_thread(self.encode, request)
 
     def decode(self, ids: Sequence[int], param: str = "tokens") -> str:
         """The text of `ids`, special tokens included (as vLLM's /detokenize). Raises

@@ -15,13 +15,12 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Any
 
 from ray import serve
 
 from deployments.config import LLMModelConfig, SyntheticEngine
-from deployments.llm import RequestCounters
+from deployments.counters import RequestCounters
 from deployments.prompt import PromptEncoder, PromptOptions, check_fits, load_prompt_encoder
 from schemas.errors import InvalidRequest
 from schemas.generation import (
@@ -71,10 +70,7 @@ class SyntheticLLMDeployment:
         ContextLengthExceeded for one that does not fit `max_model_len`."""
         began = time.perf_counter()
         self._refuse_unsupported(request)
-        if request.prompt_token_ids is not None:  # the gateway's case: only a range check
-            prompt_ids = self._encoder.encode(request)
-        else:
-            prompt_ids = await asyncio.to_thread(self._encoder.encode, request)
+        prompt_ids = await self._encoder.encode_off_loop(request)
         engine, sampling = self._engine, request.sampling
         total = check_fits(
             len(prompt_ids), sampling.max_tokens, engine.max_model_len, sampling.min_tokens
@@ -103,9 +99,7 @@ class SyntheticLLMDeployment:
         start = loop.time() + engine.first_token_s  # when the first token is due
         replica: str | None = self._replica  # said once, with the first chunk
         sent = 0
-        self._counters.started += 1
-        outcome = "failed"
-        try:
+        with self._counters.counting():
             for size in chunk_sizes(total, engine.stream_interval):
                 due = start + (sent + size - 1) / engine.tokens_per_s  # its last token's time
                 if (wait := due - loop.time()) > 0:
@@ -123,16 +117,10 @@ class SyntheticLLMDeployment:
                     else ReplicaTimings(time.perf_counter() - began, encode_s),
                 )
                 replica = None
-            outcome = "finished"
-        except (asyncio.CancelledError, GeneratorExit):
-            outcome = "aborted"
-            raise
-        finally:
-            setattr(self._counters, outcome, getattr(self._counters, outcome) + 1)
 
     def stats(self) -> dict[str, int]:
         """Request counters of this replica (used by tests and benchmarks)."""
-        return {**asdict(self._counters), "running": self._counters.running}
+        return self._counters.snapshot()
 
     def info(self) -> dict[str, Any]:
         return {

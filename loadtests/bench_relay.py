@@ -28,6 +28,7 @@ import yaml
 
 from loadtests.harness import (
     RESULTS,
+    cpu_delta,
     cpu_snapshot,
     local_profile,
     machine,
@@ -95,13 +96,14 @@ def roomy_tenants(path: Path) -> Path:
     return path
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds so far by role: Serve's proxy and replicas, and this client."""
-    used: dict[str, float] = {}
-    for role, seconds in cpu_snapshot(None).values():
+def relay_cpu(used: dict[str, float]) -> dict[str, float]:
+    """CPU seconds by harness role, as this benchmark's roles: Serve's proxy and
+    replicas, and this client (the rest left out)."""
+    out: dict[str, float] = {}
+    for role, seconds in used.items():
         if (name := RELAY_ROLES.get(role)) is not None:
-            used[name] = used.get(name, 0.0) + seconds
-    return used
+            out[name] = out.get(name, 0.0) + seconds
+    return out
 
 
 @dataclass(frozen=True)
@@ -173,17 +175,18 @@ async def stream(
             out["rates"].append((tokens - 1) / (last - first))
 
 
-async def cpu_at(t: float) -> dict[str, float]:
-    """CPU by role at monotonic time `t`."""
+async def cpu_at(t: float, roots: list[int]) -> dict[int, tuple[str, float]]:
+    """A CPU snapshot of the processes under `roots`, and this one, at monotonic time `t`."""
     await asyncio.sleep(max(0.0, t - time.monotonic()))
-    return cpu_seconds()
+    return cpu_snapshot(roots)
 
 
 async def level(
-    base_url: str, model: str, c: int, max_tokens: int, seconds: float
+    base_url: str, roots: list[int], model: str, c: int, max_tokens: int, seconds: float
 ) -> dict[str, Any]:
     """`c` closed-loop streams started evenly over one answer's length, measured for
-    `seconds` once all have started."""
+    `seconds` once all have started; CPU counted over the process trees under `roots`
+    (the cluster) and this client."""
     out: dict[str, Any] = {
         "chunks": 0,
         "tokens": 0,
@@ -202,9 +205,9 @@ async def level(
             stream(client, model, max_tokens, t0 + i * ramp / c, window, out) for i in range(c)
         ]
         _, before, after = await asyncio.gather(
-            asyncio.gather(*streams), cpu_at(window.start), cpu_at(window.end)
+            asyncio.gather(*streams), cpu_at(window.start, roots), cpu_at(window.end, roots)
         )
-        cpu = {k: v - before.get(k, 0.0) for k, v in after.items()}
+        cpu = relay_cpu(cpu_delta(before, after))
     return {
         "model": model,
         "concurrency": c,
@@ -291,13 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         server.start(ready_path="/ready", timeout_s=400)
+        roots = [server.process.pid] if server.process else []
+        url = server.base_url
         for si in INTERVALS:
             model = model_id(si)
-            asyncio.run(level(server.base_url, model, 8, 8, 2))  # warm-up
+            asyncio.run(level(url, roots, model, 8, 8, 2))  # warm-up
             for c in levels:
-                rows.append(asyncio.run(level(server.base_url, model, c, MAX_TOKENS, args.seconds)))
+                rows.append(asyncio.run(level(url, roots, model, c, MAX_TOKENS, args.seconds)))
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "cpu_s"}), flush=True)
-            rows.append(asyncio.run(level(server.base_url, model, 64, 1, args.seconds / 2)))
+            rows.append(asyncio.run(level(url, roots, model, 64, 1, args.seconds / 2)))
             print(json.dumps(rows[-1]), flush=True)
     finally:
         server.stop()

@@ -12,10 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -61,6 +63,11 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_path: str | None = "/v1/models", timeout_s: float = 300) -> None:
+        """Start the process (in its own session) and, with `ready_path`, wait until it
+        answers 200 there; raises RuntimeError if it exits first, TimeoutError if not
+        ready within `timeout_s`. From here on a SIGTERM to this script ends it through
+        its `finally:` blocks, as Ctrl-C does (`exit_on_sigterm`)."""
+        exit_on_sigterm()
         log = open(self.log_path or os.devnull, "wb")
         self.process = subprocess.Popen(
             self.argv,
@@ -93,6 +100,20 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)  # the group this script created
             self.process.wait()
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (from `timeout`, a CI runner, `kill`) raise SystemExit(143) in the main
+    thread, so a benchmark's `finally:` blocks stop the servers it started instead of
+    leaving them running in their own sessions. Leaves a handler someone else set alone."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def machine_line(m: dict[str, Any]) -> str:

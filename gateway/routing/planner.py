@@ -31,6 +31,7 @@ class Encoded:
     route: Route[LLMTarget]
     ids: list[int]
     decision: str  # explicit, alias or auto
+    tokenize_s: float = 0.0  # seconds spent in chat templates and tokenizers
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Routed:
     max_tokens: int  # what the answer may use (requested, or all the room left)
     chain: ChainBackend
     decision: str  # explicit, alias or auto
-    tokenize_s: float = 0.0  # how long picking the model and tokenizing took
+    tokenize_s: float = 0.0  # seconds spent in chat templates and tokenizers
 
 
 class RoutePlanner:
@@ -82,10 +83,13 @@ class RoutePlanner:
         ModelNotFound (404) for a name the caller cannot use, InvalidRequest (400) for a
         prompt the model's tokenizer or chat template refuses."""
         route = self.target(name, may_use)
+        began = time.perf_counter()
         ids = await _encode(route.target, request, options)
+        tokenize_s = time.perf_counter() - began
         policy = self._policy
         if policy is None or name != policy.name:
-            return Encoded(route, ids, "explicit" if name == route.model_id else "alias")
+            decision = "explicit" if name == route.model_id else "alias"
+            return Encoded(route, ids, decision, tokenize_s)
         pick = self._models.resolve(policy.choose(len(ids), request.sampling.max_tokens))
         if (
             pick.model_id != route.model_id
@@ -93,9 +97,11 @@ class RoutePlanner:
             and _serves(pick.target, request)
         ):
             if pick.target.prompts is not route.target.prompts:
+                began = time.perf_counter()
                 ids = await _encode(pick.target, request, options)
+                tokenize_s += time.perf_counter() - began
             route = pick
-        return Encoded(route, ids, "auto")
+        return Encoded(route, ids, "auto", tokenize_s)
 
     def target(self, name: str, may_use: MayUse) -> Route[LLMTarget]:
         """The model `name` means before any prompt is seen: an id's, an alias's, or for
@@ -108,9 +114,7 @@ class RoutePlanner:
 
     async def route(self, name: str, request: GenerationRequest, may_use: MayUse) -> Routed:
         """Pick the model, tokenize for it, check the context, and build the chain."""
-        began = time.perf_counter()
         encoded = await self.encode(name, request, may_use)
-        tokenize_s = time.perf_counter() - began
         route, ids = encoded.route, encoded.ids
         if not _serves(route.target, request):
             raise InvalidRequest(
@@ -126,7 +130,13 @@ class RoutePlanner:
             self._clock,
         )
         return Routed(
-            route.model_id, tokenized, len(ids), max_tokens, chain, encoded.decision, tokenize_s
+            route.model_id,
+            tokenized,
+            len(ids),
+            max_tokens,
+            chain,
+            encoded.decision,
+            encoded.tokenize_s,
         )
 
     def _links(

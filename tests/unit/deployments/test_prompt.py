@@ -3,7 +3,6 @@
 import pytest
 from transformers import AutoTokenizer
 
-from deployments.llm import RequestCounters
 from deployments.prompt import PromptEncoder, TextTokenCounter, check_fits
 from deployments.sampling import sampling_params
 from schemas.errors import ContextLengthExceeded, InvalidRequest
@@ -67,11 +66,6 @@ def test_sampling_params_default_to_openai_and_stream_deltas() -> None:
     assert params.output_kind == RequestOutputKind.DELTA
     nucleus = sampling_params(SamplingOptions(temperature=0.7, top_p=0.5, top_k=20), 1)
     assert (nucleus.temperature, nucleus.top_p, nucleus.top_k) == (0.7, 0.5, 20)
-
-
-def test_request_counters_running() -> None:
-    c = RequestCounters(started=5, finished=2, aborted=1, failed=1)
-    assert c.running == 1
 
 
 @pytest.mark.parametrize(

@@ -41,3 +41,19 @@ def test_the_measured_window_is_half_open() -> None:
     window = Window(10.0, 40.0)
     assert 10.0 in window and 39.999 in window
     assert 9.999 not in window and 40.0 not in window
+
+
+def test_cpu_is_counted_per_process_between_snapshots_by_relay_role() -> None:
+    """A replica that restarts mid-level counts from zero, not as a negative total; the
+    roles outside the relay (Redis, Ray's own daemons) are left out."""
+    from loadtests.bench_relay import relay_cpu
+    from loadtests.harness import cpu_delta
+
+    before = {1: ("serve-proxy", 5.0), 2: ("gateway", 9.0), 3: ("redis", 1.0)}
+    after = {
+        1: ("serve-proxy", 6.5),
+        4: ("gateway", 0.75),  # the gateway replica that replaced pid 2
+        3: ("redis", 3.0),
+        5: ("load-client", 2.0),
+    }
+    assert relay_cpu(cpu_delta(before, after)) == {"proxy": 1.5, "gateway": 0.75, "client": 2.0}

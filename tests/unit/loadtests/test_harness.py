@@ -1,0 +1,43 @@
+"""The benchmark harness's process handling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+
+from loadtests.harness import ROOT
+
+SCRIPT = """
+import signal
+from loadtests.harness import Server
+
+server = Server("sleeper", ["sleep", "600"], "http://127.0.0.1:1")
+try:
+    server.start(ready_path=None)
+    print(server.process.pid, flush=True)
+    signal.pause()  # until a signal ends this script
+finally:
+    server.stop()
+"""
+
+
+def test_a_terminated_benchmark_stops_the_servers_it_started() -> None:
+    """SIGTERM (a `timeout`, a CI runner) ends the script through its `finally:`; the
+    server, in a session of its own, does not outlive it."""
+    script = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert script.stdout is not None
+    child = int(script.stdout.readline())
+    try:
+        assert psutil.pid_exists(child)
+        script.send_signal(signal.SIGTERM)
+        assert script.wait(timeout=60) == 128 + signal.SIGTERM
+        assert not psutil.pid_exists(child)
+    finally:
+        if psutil.pid_exists(child):  # what a failed run left: stopped by its PID
+            os.kill(child, signal.SIGKILL)
