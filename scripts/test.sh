@@ -12,4 +12,4 @@ echo "== ruff"; "$PY/ruff" check . && "$PY/ruff" format --check .
 echo "== mypy"; "$PY/mypy"
 echo "== pytest"
 # pytest exits 5 when it collected no test: that fails this script like any other error.
-exec "$PY/python" -m pytest -p no:cacheprovider -q "$@"
+exec "$PY/python" -m pytest -p no:cacheprovider -q --durations=25 "$@"
