@@ -6,9 +6,12 @@ and 4; same tokenizer and template), no fallbacks, no cache, the quota off unles
 over one answer's length, then `--seconds` are measured: delivered output tok/s,
 chunks/s, requests/s, per-stream rate, TTFT, and CPU by process role (the load client
 included: it shares the cores). A pass at max_tokens 1 splits each role's CPU
-into a cost per request and per chunk. Capacity: loadtests.relay_capacity.capacity.
+into a cost per request and per chunk. Each sweep runs `--repeat` times, the two
+intervals alternating first; every figure is the median of a level's repeats (the raw
+runs stay in the JSON). Capacity: loadtests.relay_capacity.capacity.
 
-    python -m loadtests.bench_relay [--levels 16,32,64,128,256] [--seconds 30] [--quota]
+    python -m loadtests.bench_relay [--levels 16,32,64,128,256] [--seconds 30]
+                                    [--repeat 2] [--quota]
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from loadtests.harness import (
     with_redis,
     write_result,
 )
-from loadtests.relay_capacity import capacity, replicas_needed, split_cpu
+from loadtests.relay_capacity import capacity, medians, replicas_needed, split_cpu
 from tests.ports import free_port
 
 FIRST_TOKEN_S, TOKENS_PER_S, MAX_TOKENS = 0.05, 20.0, 256
@@ -221,12 +224,17 @@ async def level(
         "started": out["started"],
         "chunks": out["chunks"],
         "errors": out["errors"],
-        "stream_rate": percentile(out["rates"], 0.5) if out["rates"] else 0.0,
-        "ttft_p50_s": percentile(out["ttft"], 0.5) if out["ttft"] else 0.0,
-        "ttft_p95_s": percentile(out["ttft"], 0.95) if out["ttft"] else 0.0,
+        # None: no stream finished (rate) or started (TTFT) inside the window
+        "stream_rate": percentile(out["rates"], 0.5) if out["rates"] else None,
+        "ttft_p50_s": percentile(out["ttft"], 0.5) if out["ttft"] else None,
+        "ttft_p95_s": percentile(out["ttft"], 0.95) if out["ttft"] else None,
         "cpu_s": cpu,
         "cpu_share": {k: v / seconds for k, v in cpu.items()},
     }
+
+
+def _shown(value: float | None, scale: float, spec: str) -> str:
+    return "-" if value is None else format(value * scale, spec)
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -235,7 +243,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"Command: `{record['command']}`",
         "",
         f"Synthetic engine: first token {FIRST_TOKEN_S * 1000:.0f} ms, {TOKENS_PER_S:.0f} tok/s "
-        f"per stream, max_tokens {MAX_TOKENS}; one gateway replica; {record['quota']}.",
+        f"per stream, max_tokens {MAX_TOKENS}; one gateway replica; {record['quota']}. "
+        f"Each figure is the median of {record['repeat']} interleaved repeat(s).",
         "",
         "| stream_interval | c | out tok/s | chunks/s | req/s | stream tok/s | TTFT p50 / p95 ms "
         "| CPU cores: proxy / gateway / model / client | errors |",
@@ -249,8 +258,10 @@ def markdown(record: dict[str, Any]) -> str:
         lines.append(
             f"| {row['model'][-1]} | {row['concurrency']} | {row['tok_s']:.0f} "
             f"| {row['chunks_s']:.0f} "
-            f"| {row['requests_s']:.1f} | {row['stream_rate']:.1f} "
-            f"| {row['ttft_p50_s'] * 1000:.0f} / {row['ttft_p95_s'] * 1000:.0f} | {cores} "
+            f"| {row['requests_s']:.1f} | {_shown(row['stream_rate'], 1, '.1f')} "
+            f"| {_shown(row['ttft_p50_s'], 1000, '.0f')} "
+            f"/ {_shown(row['ttft_p95_s'], 1000, '.0f')} "
+            f"| {cores} "
             f"| {row['errors']} |"
         )
     lines += [
@@ -280,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--levels", default="16,32,64,128,256")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured per level")
+    parser.add_argument("--repeat", type=int, default=2, help="sweeps per interval")
     parser.add_argument("--quota", action="store_true", help="the Redis quota on (default off)")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     levels = [int(c) for c in args.levels.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="relay-"))
     redis = redis_server(free_port(), workdir)
@@ -291,22 +305,37 @@ def main(argv: list[str] | None = None) -> int:
         redis.base_url + "/0", roomy_tenants(workdir / "tenants.yaml"), args.quota
     )
     server = serve_server("relay", profile, free_port(), workdir, RESULTS / "relay.log.tmp")
-    rows: list[dict[str, Any]] = []
+    runs: list[list[dict[str, Any]]] = []  # per repeat
     try:
         server.start(ready_path="/ready", timeout_s=400)
         roots = [server.process.pid] if server.process else []
         url = server.base_url
-        for si in INTERVALS:
-            model = model_id(si)
-            asyncio.run(level(url, roots, model, 8, 8, 2))  # warm-up
-            for c in levels:
-                rows.append(asyncio.run(level(url, roots, model, c, MAX_TOKENS, args.seconds)))
-                print(json.dumps({k: v for k, v in rows[-1].items() if k != "cpu_s"}), flush=True)
-            rows.append(asyncio.run(level(url, roots, model, 64, 1, args.seconds / 2)))
-            print(json.dumps(rows[-1]), flush=True)
+        for repeat in range(args.repeat):
+            runs.append([])
+            order = INTERVALS if repeat % 2 == 0 else INTERVALS[::-1]
+            for si in order:
+                model = model_id(si)
+                asyncio.run(level(url, roots, model, 8, 8, 2))  # warm-up
+                sweep = [(c, MAX_TOKENS, args.seconds) for c in levels]
+                for c, max_tokens, seconds in [*sweep, (64, 1, args.seconds / 2)]:
+                    run = asyncio.run(level(url, roots, model, c, max_tokens, seconds))
+                    runs[-1].append(run)
+                    print(json.dumps({k: v for k, v in run.items() if k != "cpu_s"}), flush=True)
     finally:
         server.stop()
         redis.stop()
+    command = "python -m loadtests.bench_relay " + " ".join(sys.argv[1:] if argv is None else argv)
+    quota = "quota on (Redis round trips; limits never reached)" if args.quota else "quota off"
+    write_result("relay", *report(runs, machine(), command, quota + ", no cache"))
+    return 0
+
+
+def report(
+    runs: list[list[dict[str, Any]]], m: dict[str, Any], command: str, quota: str
+) -> tuple[dict[str, Any], str]:
+    """The JSON record and Markdown of a run's sweeps (one list of levels per repeat):
+    the medians per level, capacity and CPU split per stream_interval."""
+    rows = medians([run for sweep in runs for run in sweep])  # the first repeat's order
     caps: dict[str, Any] = {}
     for si in INTERVALS:
         mine = [r for r in rows if r["model"] == model_id(si) and r["max_tokens"] > 1]
@@ -322,21 +351,17 @@ def main(argv: list[str] | None = None) -> int:
             cpu_split[role] = {"per_request_ms": a * 1000, "per_chunk_ms": b * 1000}
         need = {} if best is None else {r: replicas_needed(r, best["tok_s"]) for r in ENGINE_RATES}
         caps[str(si)] = {"level": best, "cpu_split": cpu_split, "replicas_needed": need}
-    m = machine()
     record = {
         "machine": m,
         "machine_line": machine_line(m),
-        "command": "python -m loadtests.bench_relay "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "quota": (
-            "quota on (Redis round trips; limits never reached)" if args.quota else "quota off"
-        )
-        + ", no cache",
+        "command": command,
+        "quota": quota,
+        "repeat": len(runs),
         "levels": rows,
+        "runs": runs,
         "capacity": caps,
     }
-    write_result("relay", record, markdown(record))
-    return 0
+    return record, markdown(record)
 
 
 if __name__ == "__main__":

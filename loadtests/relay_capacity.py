@@ -1,23 +1,68 @@
-"""Arithmetic of the relay benchmark: capacity under the pacing criteria, the split of
-CPU into per-request and per-chunk costs, and the gateway replicas an engine needs."""
+"""Arithmetic of the relay benchmark: the median of a level's repeats, capacity under
+the pacing criteria, the split of CPU into per-request and per-chunk costs, and the
+gateway replicas an engine needs."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+LEVEL_KEY = ("model", "concurrency", "max_tokens")
+
+
+def medians(
+    runs: Sequence[Mapping[str, Any]], summed: tuple[str, ...] = ("errors",)
+) -> list[dict[str, Any]]:
+    """One row per level (model, concurrency, max_tokens), in first-seen order: each
+    number the median of that level's repeats, except the `summed` ones (an error in
+    any repeat shows); each dict of numbers (CPU by role) medianed per key, a missing
+    key counting 0; a None (nothing measured) is left out of its median, and stays None
+    if no repeat measured it; other fields from the first repeat; `repeats` counts them."""
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run[k] for k in LEVEL_KEY), []).append(run)
+    rows = []
+    for group in groups.values():
+        row: dict[str, Any] = {"repeats": len(group)}
+        for field, first in group[0].items():
+            measured = [run[field] for run in group if run[field] is not None]
+            if field in LEVEL_KEY or isinstance(first, str | bool):
+                row[field] = first
+            elif field in summed:
+                row[field] = sum(measured)
+            elif not measured or isinstance(measured[0], int | float):
+                row[field] = statistics.median(measured) if measured else None
+            elif isinstance(first, Mapping):
+                roles = {role for run in group for role in run[field]}
+                row[field] = {
+                    role: statistics.median(run[field].get(role, 0.0) for run in group)
+                    for role in sorted(roles)
+                }
+            else:
+                row[field] = first
+        rows.append(row)
+    return rows
 
 
 def capacity(
     levels: Sequence[Mapping[str, Any]], tokens_per_s: float, first_token_s: float
 ) -> Mapping[str, Any] | None:
     """The level with the highest delivered tok/s among those that kept pace: per-stream
-    rate >= 95% of `tokens_per_s` and TTFT p95 < first_token_s + 100 ms; None if none."""
-    kept = [
-        level
-        for level in levels
-        if level["stream_rate"] >= 0.95 * tokens_per_s and level["ttft_p95_s"] < first_token_s + 0.1
-    ]
+    rate >= 95% of `tokens_per_s` and TTFT p95 < first_token_s + 100 ms (a level where
+    either was not measured did not keep pace); None if none."""
+
+    def kept_pace(level: Mapping[str, Any]) -> bool:
+        rate, p95 = level["stream_rate"], level["ttft_p95_s"]
+        return (
+            rate is not None
+            and p95 is not None
+            and rate >= 0.95 * tokens_per_s
+            and p95 < first_token_s + 0.1
+        )
+
+    kept = [level for level in levels if kept_pace(level)]
     return max(kept, key=lambda level: level["tok_s"], default=None)
 
 
