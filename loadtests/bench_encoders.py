@@ -39,6 +39,7 @@ from loadtests.harness import (
     local_profile,
     machine,
     machine_line,
+    median_per_key,
     percentile,
     redis_server,
     serve_server,
@@ -174,7 +175,7 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The runs of one trial as one: each row's figures the median over the runs."""
 
     def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        roles = {role for row in rows for role in row["cpu_ms_per_request"]}
+        cpu = median_per_key(row["cpu_ms_per_request"] for row in rows)
         return {
             "concurrency": rows[0]["concurrency"],
             "per_request": rows[0]["per_request"],
@@ -183,13 +184,7 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 key: round(statistics.median(row[key] for row in rows), 1)
                 for key in ("items_per_s", "p50_ms", "p95_ms")
             },
-            "cpu_ms_per_request": {
-                role: round(
-                    statistics.median(row["cpu_ms_per_request"].get(role, 0.0) for row in rows),
-                    1,
-                )
-                for role in sorted(roles)
-            },
+            "cpu_ms_per_request": {role: round(ms, 1) for role, ms in cpu.items()},
         }
 
     return {

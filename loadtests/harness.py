@@ -10,11 +10,12 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -170,6 +171,14 @@ def percentile(values: Sequence[float], q: float) -> float:
     k = (len(ordered) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def median_per_key(rows: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Each key's median over `rows` (a key a row lacks counts 0 there), keys sorted:
+    the runs of one level pooled, e.g. CPU by process role."""
+    rows = list(rows)
+    keys = sorted({key for row in rows for key in row})
+    return {key: statistics.median(row.get(key, 0.0) for row in rows) for key in keys}
 
 
 # Response headers kept per request, beside Server-Timing, as stages in ms.

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from loadtests.harness import percentile
+from loadtests.harness import median_per_key, percentile
 
 
 def latin_order(systems: Sequence[str], repeat: int) -> list[str]:
@@ -101,5 +101,4 @@ def cpu_per_request(cpu_s: dict[str, float], requests: int) -> dict[str, float]:
 
 def pool_cpu(runs: Sequence[dict[str, float]]) -> dict[str, float]:
     """Median over runs of each role's CPU ms per request (a role absent in a run counts 0)."""
-    roles = sorted({role for run in runs for role in run})
-    return {role: round(statistics.median(run.get(role, 0.0) for run in runs), 2) for role in roles}
+    return {role: round(ms, 2) for role, ms in median_per_key(runs).items()}

@@ -9,6 +9,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from loadtests.harness import median_per_key
+
 LEVEL_KEY = ("model", "concurrency", "max_tokens")
 
 
@@ -28,18 +30,17 @@ def medians(
         row: dict[str, Any] = {"repeats": len(group)}
         for field, first in group[0].items():
             measured = [run[field] for run in group if run[field] is not None]
-            if field in LEVEL_KEY or isinstance(first, str | bool):
+            sample = measured[0] if measured else None
+            if field in LEVEL_KEY or isinstance(sample, str | bool):
                 row[field] = first
             elif field in summed:
                 row[field] = sum(measured)
-            elif not measured or isinstance(measured[0], int | float):
-                row[field] = statistics.median(measured) if measured else None
-            elif isinstance(first, Mapping):
-                roles = {role for run in group for role in run[field]}
-                row[field] = {
-                    role: statistics.median(run[field].get(role, 0.0) for run in group)
-                    for role in sorted(roles)
-                }
+            elif sample is None:
+                row[field] = None
+            elif isinstance(sample, Mapping):
+                row[field] = median_per_key(measured)
+            elif isinstance(sample, int | float):
+                row[field] = statistics.median(measured)
             else:
                 row[field] = first
         rows.append(row)
