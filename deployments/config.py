@@ -209,6 +209,14 @@ class EncoderConfig(Strict):
         description="CPU threads of torch in the replica (Ray's default is num_cpus, at "
         "least 1); unset leaves it.",
     )
+    omp_wait_policy: Literal["PASSIVE", "ACTIVE"] | None = Field(
+        default="PASSIVE",
+        description="OpenMP's wait policy in the replica (OMP_WAIT_POLICY). PASSIVE: "
+        "torch's threads sleep between parallel regions instead of spinning, which on "
+        "CPUs shared with other processes keeps a thread from burning its core while "
+        "its partner is descheduled; null leaves OpenMP's default (spin, then sleep). "
+        "An `OMP_WAIT_POLICY` in `deployment.env` wins.",
+    )
     encode_batch_size: int = Field(
         default=64, ge=1, description="Most texts per forward pass inside one dynamic batch."
     )
@@ -230,6 +238,14 @@ class EncoderConfig(Strict):
         default=0.005, ge=0, le=1, description="How long a batch waits to fill up."
     )
     deployment: ServeOptions = Field(description="How Ray Serve runs this model.")
+
+    def deployment_options(self, name: str) -> dict[str, Any]:
+        """Serve's options for this encoder: `deployment`'s, with the OpenMP wait policy
+        added to the replica's environment (an explicit `deployment.env` entry wins)."""
+        env = dict(self.deployment.env)
+        if self.omp_wait_policy is not None:
+            env.setdefault("OMP_WAIT_POLICY", self.omp_wait_policy)
+        return self.deployment.model_copy(update={"env": env}).deployment_options(name)
 
 
 class EmbedderConfig(EncoderConfig):

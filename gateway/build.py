@@ -326,13 +326,13 @@ def build_app(args: dict[str, Any]) -> Application:
     sources |= {f.id: sources[f.wraps] for f in config.fault_injection}
     embedders = {
         e.id: as_deployment(EmbedderDeployment)
-        .options(**e.deployment.deployment_options(deployment_name("embedder", e.id)))
+        .options(**e.deployment_options(deployment_name("embedder", e.id)))
         .bind(e, sources[e.id])
         for e in config.embedders
     }
     rerankers = {
         r.id: as_deployment(RerankerDeployment)
-        .options(**r.deployment.deployment_options(deployment_name("reranker", r.id)))
+        .options(**r.deployment_options(deployment_name("reranker", r.id)))
         .bind(r, sources[r.id])
         for r in config.rerankers
     }

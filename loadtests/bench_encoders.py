@@ -126,6 +126,8 @@ TRIALS: dict[str, dict[str, dict[str, Any]]] = {
     "profile": {},
     "one-thread": {"embedders": {"torch_threads": 1}, "rerankers": {"torch_threads": 1}},
     "unshared": {"embedders": {"single_text_calls_in_flight": None}},  # a call per request
+    # OpenMP's default wait policy (threads spin before they sleep) instead of PASSIVE
+    "spin": {"embedders": {"omp_wait_policy": None}, "rerankers": {"omp_wait_policy": None}},
 }
 
 

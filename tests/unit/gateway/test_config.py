@@ -102,3 +102,30 @@ def test_autoscaling_replaces_a_fixed_replica_count() -> None:
     args["models"][0]["deployment"]["autoscaling"] = {"min_replicas": 5, "max_replicas": 4}
     with pytest.raises(ValueError, match="min_replicas must not exceed"):
         load_config(args)
+
+
+def encoder_env(args: dict[str, Any], section: str) -> dict[str, str]:
+    config = load_config(args)
+    encoder = config.embedders[0] if section == "embedders" else config.rerankers[0]
+    env: dict[str, str] = (
+        encoder.deployment_options("x")["ray_actor_options"]
+        .get("runtime_env", {})
+        .get("env_vars", {})
+    )
+    return env
+
+
+@pytest.mark.parametrize("section", ["embedders", "rerankers"])
+def test_encoders_run_openmp_passive_unless_told_otherwise(section: str) -> None:
+    args = local_args()
+    env = encoder_env(args, section)
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert env["HF_HUB_OFFLINE"] == "1"  # the deployment's own env is kept
+    args[section][0]["deployment"]["env"]["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert encoder_env(args, section)["OMP_WAIT_POLICY"] == "ACTIVE"
+    args = local_args()
+    args[section][0]["omp_wait_policy"] = None
+    assert "OMP_WAIT_POLICY" not in encoder_env(args, section)
+    args[section][0]["omp_wait_policy"] = "sometimes"
+    with pytest.raises(ValueError, match="omp_wait_policy"):
+        load_config(args)
