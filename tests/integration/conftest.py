@@ -203,9 +203,15 @@ def testing_args(redis: RedisServer, cache: RedisServer, tenants_file: Path) -> 
     args = local_args()
     args["auth"] = {"enabled": True, "tenants_file": str(tenants_file)}
     args["quota"] = {**args["quota"], "redis_url": redis.url}  # the profile's own timeouts
-    # A loaded CI machine can take longer than the profile's 0.5 s to embed a question;
-    # the deadline itself has unit tests.
-    args["cache"] = {**args["cache"], "redis_url": cache.url, "embed_timeout_s": 10.0}
+    # A loaded CI machine can take longer than the profile's 0.5 s to embed a question
+    # and than its 50 ms per cache Redis call (a verification's evidence write timed out
+    # so, and went uncounted); both deadlines have unit tests.
+    args["cache"] = {
+        **args["cache"],
+        "redis_url": cache.url,
+        "embed_timeout_s": 10.0,
+        "timeout_s": 2.0,
+    }
     args["gateway"]["deployment"]["num_replicas"] = 2
     add_routing_faults(args)
     return args
