@@ -128,7 +128,30 @@ TRIALS: dict[str, dict[str, dict[str, Any]]] = {
     "unshared": {"embedders": {"single_text_calls_in_flight": None}},  # a call per request
     # OpenMP's default wait policy (threads spin before they sleep) instead of PASSIVE
     "spin": {"embedders": {"omp_wait_policy": None}, "rerankers": {"omp_wait_policy": None}},
+    # spin for 10,000 turns (well under a millisecond), then sleep: libgomp's GOMP_SPINCOUNT
+    "spin-10k": {
+        section: {"omp_wait_policy": None, "deployment": {"env": {"GOMP_SPINCOUNT": "10000"}}}
+        for section in ("embedders", "rerankers")
+    },
 }
+
+
+def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` laid over it, nested dicts merged key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            value = merged(out[key], value)
+        out[key] = value
+    return out
+
+
+def with_trial(args: dict[str, Any], trial: str) -> dict[str, Any]:
+    """The gateway's `args` with each encoder's settings overlaid by TRIALS[trial]."""
+    out = dict(args)
+    for section, overrides in TRIALS[trial].items():
+        out[section] = [merged(encoder, overrides) for encoder in args[section]]
+    return out
 
 
 def cluster(seconds: float, docs: int, workdir: Path, trial: str) -> dict[str, Any]:
@@ -137,10 +160,8 @@ def cluster(seconds: float, docs: int, workdir: Path, trial: str) -> dict[str, A
     redis.start(ready_path=None)
     wait_for_port(int(redis.base_url.rsplit(":", 1)[1]))
     profile = with_redis(local_profile(), redis.base_url + "/0")
-    args = profile["applications"][0]["args"]
-    for section, overrides in TRIALS[trial].items():
-        for encoder in args[section]:
-            encoder.update(overrides)
+    args = with_trial(profile["applications"][0]["args"], trial)
+    profile["applications"][0]["args"] = args
     embedder, reranker = args["embedders"][0]["id"], args["rerankers"][0]["id"]
     server = serve_server(
         "raygate", profile, free_port(), workdir, RESULTS / "encoders.raygate.log.tmp"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadtests.bench_encoders import medians
+from gateway.build import load_config
+from loadtests.bench_encoders import medians, with_trial
+from loadtests.harness import local_profile
 
 
 def row(concurrency: int, items_per_s: float, gateway_ms: float, **cpu: float) -> dict[str, Any]:
@@ -39,3 +41,23 @@ def test_each_figure_is_the_median_of_the_runs_row_by_row() -> None:
 def test_a_role_missing_from_a_run_counts_as_no_cpu_there() -> None:
     summary = medians([run(10.0, 1.0, embedder=6.0), run(10.0, 1.0)])
     assert summary["embeddings"][0]["cpu_ms_per_request"]["embedder"] == 3.0
+
+
+def encoder_envs(args: dict[str, Any]) -> list[dict[str, str]]:
+    config = load_config(args)
+    return [
+        encoder.deployment_options("x")["ray_actor_options"]["runtime_env"]["env_vars"]
+        for encoder in (*config.embedders, *config.rerankers)
+    ]
+
+
+def test_a_trial_overlays_the_encoders_settings_and_keeps_the_rest() -> None:
+    args = local_profile()["applications"][0]["args"]
+    spin_briefly = with_trial(args, "spin-10k")
+    for env in encoder_envs(spin_briefly):
+        assert env["GOMP_SPINCOUNT"] == "10000" and "OMP_WAIT_POLICY" not in env
+        assert env["HF_HUB_OFFLINE"] == "1"  # the profile's own env is kept
+    kept = spin_briefly["embedders"][0]["deployment"]
+    assert kept["num_cpus"] == args["embedders"][0]["deployment"]["num_cpus"]
+    for env in encoder_envs(args):  # the profile itself is left as it was
+        assert env["OMP_WAIT_POLICY"] == "PASSIVE" and "GOMP_SPINCOUNT" not in env
