@@ -235,7 +235,12 @@ class EncoderConfig(Strict):
         default=32, ge=1, description="Requests merged into one dynamic batch."
     )
     batch_wait_timeout_s: float = Field(
-        default=0.005, ge=0, le=1, description="How long a batch waits to fill up."
+        default=0.0,
+        ge=0,
+        le=1,
+        description="How long a batch that is not full waits for more once the model is "
+        "free. 0: it starts at once with whatever queued while the previous one ran (under "
+        "load that is already a full batch; idle, a lone request does not wait).",
     )
     deployment: ServeOptions = Field(description="How Ray Serve runs this model.")
 

@@ -128,6 +128,11 @@ TRIALS: dict[str, dict[str, dict[str, Any]]] = {
     "unshared": {"embedders": {"single_text_calls_in_flight": None}},  # a call per request
     # OpenMP's default wait policy (threads spin before they sleep) instead of PASSIVE
     "spin": {"embedders": {"omp_wait_policy": None}, "rerankers": {"omp_wait_policy": None}},
+    # a batch that is not full waits 5 ms for more (the profile's batches start at once)
+    "wait-5ms": {
+        "embedders": {"batch_wait_timeout_s": 0.005},
+        "rerankers": {"batch_wait_timeout_s": 0.005},
+    },
     # spin for 10,000 turns (well under a millisecond), then sleep: libgomp's GOMP_SPINCOUNT
     "spin-10k": {
         section: {"omp_wait_policy": None, "deployment": {"env": {"GOMP_SPINCOUNT": "10000"}}}
