@@ -33,6 +33,7 @@ from deployments.reranker import BiEncoderScorer
 from loadtests.harness import (
     RESULTS,
     ROOT,
+    SAME_LOOP_ENV,
     Server,
     cpu_delta,
     cpu_snapshot,
@@ -121,7 +122,8 @@ async def drive(
     }
 
 
-# Overrides of the local profile's encoder settings, by the section they apply to.
+# Overrides of the local profile's settings, by the section they apply to: each encoder of
+# a list section (embedders, rerankers), or a single section (gateway).
 TRIALS: dict[str, dict[str, dict[str, Any]]] = {
     "profile": {},
     "one-thread": {"embedders": {"torch_threads": 1}, "rerankers": {"torch_threads": 1}},
@@ -138,6 +140,11 @@ TRIALS: dict[str, dict[str, dict[str, Any]]] = {
         section: {"omp_wait_policy": None, "deployment": {"env": {"GOMP_SPINCOUNT": "10000"}}}
         for section in ("embedders", "rerankers")
     },
+    # the gateway's and encoders' user code and routers on their replicas' own event loops
+    "same-loop": {
+        section: {"deployment": {"env": SAME_LOOP_ENV}}
+        for section in ("gateway", "embedders", "rerankers")
+    },
 }
 
 
@@ -152,10 +159,14 @@ def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_trial(args: dict[str, Any], trial: str) -> dict[str, Any]:
-    """The gateway's `args` with each encoder's settings overlaid by TRIALS[trial]."""
+    """The gateway's `args` with each section's settings overlaid by TRIALS[trial]."""
     out = dict(args)
     for section, overrides in TRIALS[trial].items():
-        out[section] = [merged(encoder, overrides) for encoder in args[section]]
+        base = args.get(section, {})
+        if isinstance(base, list):
+            out[section] = [merged(encoder, overrides) for encoder in base]
+        else:
+            out[section] = merged(base, overrides)
     return out
 
 

@@ -32,6 +32,12 @@ RESULTS = ROOT / "loadtests" / "results"
 PY = str(Path(sys.executable))
 SERVE = str(Path(sys.executable).with_name("serve"))
 ENV = {"RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+# Serve runs a replica's user code and its handles' router on the replica's own event loop
+# instead of a thread and a loop of their own: no cross-thread hand-off per call.
+SAME_LOOP_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+}
 
 
 def machine() -> dict[str, Any]:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from loadtests.harness import SAME_LOOP_ENV
+
 Launcher = Literal["vllm", "vllm+litellm", "serve"]
 Config = dict[str, Any]
 Patch = Callable[[Config], None]
@@ -73,7 +75,7 @@ DIRECT_INGRESS_ENV = {
 
 KNOBS: dict[str, Knob] = {
     "direct-ingress": Knob(DIRECT_INGRESS_ENV, direct_ingress=True),
-    "same-loop": Knob({"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}),
+    "same-loop": Knob(SAME_LOOP_ENV),
     # Implies direct ingress (Ray's constants.py): served on the replica's port as well.
     "throughput-optimized": Knob(
         {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **DIRECT_INGRESS_ENV}, direct_ingress=True

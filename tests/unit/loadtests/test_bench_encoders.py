@@ -61,3 +61,16 @@ def test_a_trial_overlays_the_encoders_settings_and_keeps_the_rest() -> None:
     assert kept["num_cpus"] == args["embedders"][0]["deployment"]["num_cpus"]
     for env in encoder_envs(args):  # the profile itself is left as it was
         assert env["OMP_WAIT_POLICY"] == "PASSIVE" and "GOMP_SPINCOUNT" not in env
+
+
+def test_a_trial_reaches_the_gateway_section_as_well() -> None:
+    args = local_profile()["applications"][0]["args"]
+    same_loop = load_config(with_trial(args, "same-loop"))
+    gateway_options = same_loop.gateway.deployment.deployment_options("x")
+    envs = [gateway_options["ray_actor_options"]["runtime_env"]["env_vars"]]
+    envs += encoder_envs(with_trial(args, "same-loop"))
+    for env in envs:
+        assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
+        assert env["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] == "0"
+    assert same_loop.gateway.deployment.num_cpus == load_config(args).gateway.deployment.num_cpus
+    assert not load_config(args).gateway.deployment.env  # the profile itself is left as it was
