@@ -140,9 +140,10 @@ TRIALS: dict[str, dict[str, dict[str, Any]]] = {
         section: {"omp_wait_policy": None, "deployment": {"env": {"GOMP_SPINCOUNT": "10000"}}}
         for section in ("embedders", "rerankers")
     },
-    # the gateway's and encoders' user code and routers on their replicas' own event loops
-    "same-loop": {
-        section: {"deployment": {"env": SAME_LOOP_ENV}}
+    # Serve's default: the gateway's and encoders' user code on a thread of its own and
+    # their handles' routers on a loop of their own (the profile runs both on the replica's)
+    "separate-loops": {
+        section: {"deployment": {"env": {key: "1" for key in SAME_LOOP_ENV}}}
         for section in ("gateway", "embedders", "rerankers")
     },
 }
