@@ -140,12 +140,14 @@ TRIALS: dict[str, dict[str, dict[str, Any]]] = {
         section: {"omp_wait_policy": None, "deployment": {"env": {"GOMP_SPINCOUNT": "10000"}}}
         for section in ("embedders", "rerankers")
     },
-    # Serve's default: the gateway's and encoders' user code on a thread of its own and
-    # their handles' routers on a loop of their own (the profile runs both on the replica's)
+    # Serve's default for the encoders too: user code on a thread of its own and handle
+    # routers on a loop of their own (the profile runs the encoders' on the replica's loop)
     "separate-loops": {
         section: {"deployment": {"env": {key: "1" for key in SAME_LOOP_ENV}}}
-        for section in ("gateway", "embedders", "rerankers")
+        for section in ("embedders", "rerankers")
     },
+    # the gateway on its replica's own loop as well
+    "gateway-same-loop": {"gateway": {"deployment": {"env": SAME_LOOP_ENV}}},
 }
 
 

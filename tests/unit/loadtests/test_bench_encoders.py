@@ -65,14 +65,15 @@ def test_a_trial_overlays_the_encoders_settings_and_keeps_the_rest() -> None:
 
 def test_a_trial_reaches_the_gateway_section_as_well() -> None:
     args = local_profile()["applications"][0]["args"]
-    separate = load_config(with_trial(args, "separate-loops"))
-    gateway_options = separate.gateway.deployment.deployment_options("x")
-    envs = [gateway_options["ray_actor_options"]["runtime_env"]["env_vars"]]
-    envs += encoder_envs(with_trial(args, "separate-loops"))
-    for env in envs:
+    gateway_env = load_config(with_trial(args, "gateway-same-loop")).gateway.deployment.env
+    assert gateway_env == {
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    }
+    assert not load_config(args).gateway.deployment.env  # the profile's gateway: Serve's default
+    for env in encoder_envs(with_trial(args, "separate-loops")):
         assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "1"
         assert env["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] == "1"
-    assert separate.gateway.deployment.num_cpus == load_config(args).gateway.deployment.num_cpus
-    for env in encoder_envs(args):  # the profile itself is left as it was: one loop
+    for env in encoder_envs(args):  # the profile's encoders: one loop
         assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
         assert env["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] == "0"
