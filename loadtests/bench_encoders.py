@@ -140,14 +140,15 @@ TRIALS: dict[str, dict[str, dict[str, Any]]] = {
         section: {"omp_wait_policy": None, "deployment": {"env": {"GOMP_SPINCOUNT": "10000"}}}
         for section in ("embedders", "rerankers")
     },
-    # Serve's default for the encoders too: user code on a thread of its own and handle
-    # routers on a loop of their own (the profile runs the encoders' on the replica's loop)
-    "separate-loops": {
-        section: {"deployment": {"env": {key: "1" for key in SAME_LOOP_ENV}}}
-        for section in ("embedders", "rerankers")
+    # Serve runs the encoders' user code and handle routers on the replica's own event loop
+    # instead of a thread and a loop of their own; `same-loop`: the gateway's as well
+    "encoders-same-loop": {
+        section: {"deployment": {"env": SAME_LOOP_ENV}} for section in ("embedders", "rerankers")
     },
-    # the gateway on its replica's own loop as well
-    "gateway-same-loop": {"gateway": {"deployment": {"env": SAME_LOOP_ENV}}},
+    "same-loop": {
+        section: {"deployment": {"env": SAME_LOOP_ENV}}
+        for section in ("gateway", "embedders", "rerankers")
+    },
 }
 
 

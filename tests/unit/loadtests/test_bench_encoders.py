@@ -65,15 +65,15 @@ def test_a_trial_overlays_the_encoders_settings_and_keeps_the_rest() -> None:
 
 def test_a_trial_reaches_the_gateway_section_as_well() -> None:
     args = local_profile()["applications"][0]["args"]
-    gateway_env = load_config(with_trial(args, "gateway-same-loop")).gateway.deployment.env
-    assert gateway_env == {
+    one_loop = {
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
         "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     }
-    assert not load_config(args).gateway.deployment.env  # the profile's gateway: Serve's default
-    for env in encoder_envs(with_trial(args, "separate-loops")):
-        assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "1"
-        assert env["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] == "1"
-    for env in encoder_envs(args):  # the profile's encoders: one loop
-        assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
-        assert env["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] == "0"
+    assert load_config(with_trial(args, "same-loop")).gateway.deployment.env == one_loop
+    assert not load_config(with_trial(args, "encoders-same-loop")).gateway.deployment.env
+    for trial in ("same-loop", "encoders-same-loop"):
+        for env in encoder_envs(with_trial(args, trial)):
+            assert one_loop.items() <= env.items() and env["HF_HUB_OFFLINE"] == "1"
+    assert not load_config(args).gateway.deployment.env  # the profile: Serve's defaults
+    for env in encoder_envs(args):
+        assert "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD" not in env
