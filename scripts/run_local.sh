@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Set up (idempotently) and run raygate's local profile: Redis, Prometheus (with
 # raygate's alert rules) and a Pushgateway for batch jobs on 127.0.0.1, then
-# `serve run serve_config.yaml` serving the OpenAI API on http://127.0.0.1:8000.
+# `serve run serve_config.yaml` in configs/cluster.env's environment, serving the
+# OpenAI API on http://127.0.0.1:8000.
 # Ctrl-C (or SIGTERM) stops Serve and whatever this script started.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/setup.sh
 export RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1
+set -a; . configs/cluster.env; set +a  # the cluster's environment (HTTP in through HAProxy)
 REDIS_PORT="${RAYGATE_REDIS_PORT:-6379}"
 RUN_DIR="$ROOT/run"
 mkdir -p "$RUN_DIR"

@@ -29,6 +29,7 @@ APP_NAME = "raygate"
 MAIN_KEY, TIGHT_KEY, TOKENS_KEY, RESTRICTED_KEY = "sk-main", "sk-tight", "sk-tokens", "sk-emb"
 CACHE_A_KEY, CACHE_B_KEY = "sk-cache-a", "sk-cache-b"  # the tenants with the cache on
 CACHE_K1_KEY, CACHE_K2_KEY = "sk-cache-k1", "sk-cache-k2"  # one tenant, a partition per key
+ONE_SLOT_KEY = "sk-one-slot"  # a tenant with one request in flight at a time
 TIGHT_BURST = 25  # requests; refills 1 per 100 s, i.e. not during a test
 TOKENS_BURST = 20_000
 
@@ -55,6 +56,11 @@ tenants:
     limits:
       tokens: {{per_minute: 0.06, burst: {TOKENS_BURST}}}
     keys: [{{name: tokens, sha256: {key_digest(TOKENS_KEY)}}}]
+    cache: {{enabled: false}}
+  - id: one-slot
+    limits:
+      concurrent_requests: 1
+    keys: [{{name: one-slot, sha256: {key_digest(ONE_SLOT_KEY)}}}]
     cache: {{enabled: false}}
   - id: restricted
     models: [all-minilm-l6-v2]
@@ -281,6 +287,7 @@ def cluster(
     from ray import serve
 
     from gateway.build import build_app
+    from gateway.cluster_env import cluster_env, private_haproxy_ports
 
     os.chdir(ROOT)  # model folders in the config are relative to the project root
     workdir = tmp_path_factory.mktemp("raygate")
@@ -289,6 +296,9 @@ def cluster(
     os.environ["RAYGATE_TEST_RESTRICTED_KEY"] = RESTRICTED_KEY  # a key given by env var
     redis = redis_server
     port, metrics_port = free_port(), free_port()
+    # The profile's cluster environment, as scripts/run_local.sh gives it, with HAProxy's
+    # own ports free ones: a local profile may run beside the tests.
+    os.environ.update(cluster_env() | private_haproxy_ports(free_port(), free_port()))
     ray.init(
         address="local",
         num_cpus=2,

@@ -137,6 +137,15 @@ env:
       secretKeyRef: {name: {{ include "raygate.redisSecret" . }}, key: redis-password}
   - name: HF_HUB_OFFLINE
     value: {{ ternary "1" "0" (eq .Values.app.profile "local") | quote }}
+  {{- /* the cluster's environment: a copy of configs/cluster.env (NAME=value lines) */}}
+  {{- range $line := splitList "\n" (.Files.Get "files/cluster.env") }}
+  {{- $line = trim $line }}
+  {{- if and $line (not (hasPrefix "#" $line)) }}
+  {{- $pair := regexSplit "=" $line 2 }}
+  - name: {{ index $pair 0 }}
+    value: {{ index $pair 1 | quote }}
+  {{- end }}
+  {{- end }}
 volumeMounts:
   - {name: tenants, mountPath: /etc/raygate, readOnly: true}
 securityContext: {{- include "raygate.containerSecurityContext" . | nindent 2 }}

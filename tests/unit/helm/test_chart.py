@@ -19,6 +19,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from gateway.build import load_config
+from gateway.cluster_env import CLUSTER_ENV_FILE, cluster_env
 from observability.dashboards import OUT as DASHBOARDS
 from observability.prometheus import RULES
 from tests.paths import ROOT
@@ -118,6 +119,21 @@ def test_the_chart_carries_the_projects_own_app_configs() -> None:
         ROOT / "serve_config.yaml"
     ).read_text()
     assert (CHART / "files/gpu.yaml").read_text() == (ROOT / "configs/gpu.yaml").read_text()
+    assert (CHART / "files/cluster.env").read_text() == CLUSTER_ENV_FILE.read_text()
+
+
+@pytest.mark.parametrize("values", [None, GPU_VALUES], ids=["local", "gpu"])
+def test_every_ray_container_starts_in_the_clusters_environment(
+    values: dict[str, Any] | None,
+) -> None:
+    expected = cluster_env()
+    assert expected  # the file names at least the ingress setting
+    cluster = one(render(values), "RayService")["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        for container in containers(group["template"]):
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert {name: env.get(name) for name in expected} == expected, container["name"]
 
 
 @pytest.mark.parametrize("values", [None, GPU_VALUES, FULL], ids=["local", "gpu", "full"])

