@@ -48,6 +48,7 @@ from loadtests.harness import (
     with_redis,
     write_result,
 )
+from loadtests.llm_systems import KNOBS
 from tests.ports import free_port
 
 MODEL = str(ROOT / "models" / "all-MiniLM-L6-v2")
@@ -152,7 +153,7 @@ TRIALS: dict[str, dict[str, dict[str, Any]]] = {
         for section in ("gateway", "embedders", "rerankers")
     },
     # Serve's own Python proxy instead of the profile's HAProxy (configs/cluster.env)
-    "serve-proxy": {CLUSTER_ENV: {"RAY_SERVE_ENABLE_HA_PROXY": "0"}},
+    "serve-proxy": {CLUSTER_ENV: dict(KNOBS["serve-proxy"].env)},
 }
 
 
@@ -190,9 +191,13 @@ def cluster(seconds: float, docs: int, workdir: Path, trial: str) -> dict[str, A
     profile["applications"][0]["args"] = args
     embedder, reranker = args["embedders"][0]["id"], args["rerankers"][0]["id"]
     server = serve_server(
-        "raygate", profile, free_port(), workdir, RESULTS / "encoders.raygate.log.tmp"
+        "raygate",
+        profile,
+        free_port(),
+        workdir,
+        RESULTS / "encoders.raygate.log.tmp",
+        TRIALS[trial].get(CLUSTER_ENV),
     )
-    server.env = {**server.env, **TRIALS[trial].get(CLUSTER_ENV, {})}
     server.start(ready_path="/ready", timeout_s=300)
     try:
 

@@ -31,7 +31,6 @@ from typing import Any
 
 import yaml
 
-from gateway.cluster_env import private_haproxy_ports
 from gateway.config import AppConfig
 from loadtests.harness import (
     ENV,
@@ -48,6 +47,7 @@ from loadtests.harness import (
     redis_server,
     streaming_level,
     wait_for_port,
+    with_private_haproxy_ports,
     with_redis,
     write_result,
 )
@@ -150,9 +150,7 @@ def launch(v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str) -
     port = free_port()
     if v.launcher == "serve":
         direct = free_port() if v.direct_ingress else None
-        env = {**ENV, **v.environment(direct)}
-        if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":  # a local profile may hold 9101, 8404
-            env |= private_haproxy_ports(free_port(), free_port())
+        env = with_private_haproxy_ports({**ENV, **v.environment(direct)})
         path = workdir / f"{v.name.replace('/', '_')}.yaml"
         path.write_text(yaml.safe_dump(serve_config(v, profile, redis_url, port)))
         base = f"http://127.0.0.1:{direct or port}"  # direct ingress: the replica's own port

@@ -312,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         redis.base_url + "/0", roomy_tenants(workdir / "tenants.yaml"), args.quota
     )
     name = f"relay_{args.knob}".replace("-", "_") if args.knob else "relay"
-    server = serve_server(name, profile, free_port(), workdir, RESULTS / f"{name}.log.tmp")
-    if args.knob:
-        server.env = {**server.env, **KNOBS[args.knob].env}
+    knob_env = KNOBS[args.knob].env if args.knob else {}
+    log = RESULTS / f"{name}.log.tmp"
+    server = serve_server(name, profile, free_port(), workdir, log, knob_env)
     runs: list[list[dict[str, Any]]] = []  # per repeat
     try:
         server.start(ready_path="/ready", timeout_s=400)

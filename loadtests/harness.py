@@ -156,20 +156,30 @@ def with_redis(profile: dict[str, Any], redis_url: str) -> dict[str, Any]:
     return config
 
 
-def profile_env() -> dict[str, str]:
-    """The environment a raygate cluster of a benchmark starts with: ENV, the profile's
-    cluster environment (configs/cluster.env), and HAProxy's own ports moved to free ones
-    (a local profile may be running beside the benchmark)."""
-    return {**ENV, **cluster_env(), **private_haproxy_ports(free_port(), free_port())}
+def with_private_haproxy_ports(env: Mapping[str, str]) -> dict[str, str]:
+    """`env`, and when it enables HAProxy, HAProxy's own ports moved to free ones (a local
+    profile may be running beside the benchmark, holding 9101 and 8404)."""
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        return dict(env)
+    return {**env, **private_haproxy_ports(free_port(), free_port())}
 
 
-def serve_server(name: str, config: dict[str, Any], port: int, workdir: Path, log: Path) -> Server:
-    """`serve run` of `config` on `port`, in the profile's cluster environment."""
+def serve_server(
+    name: str,
+    config: dict[str, Any],
+    port: int,
+    workdir: Path,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+) -> Server:
+    """`serve run` of `config` on `port`, in the profile's cluster environment
+    (configs/cluster.env) with `env` laid over it."""
     config = copy.deepcopy(config)
     config["http_options"]["port"] = port
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    return Server(name, [SERVE, "run", str(path)], f"http://127.0.0.1:{port}", profile_env(), log)
+    environment = with_private_haproxy_ports({**ENV, **cluster_env(), **(env or {})})
+    return Server(name, [SERVE, "run", str(path)], f"http://127.0.0.1:{port}", environment, log)
 
 
 def redis_server(port: int, workdir: Path, extra: Sequence[str] = ()) -> Server:

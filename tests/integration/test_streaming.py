@@ -71,7 +71,6 @@ def test_a_non_streamed_request_whose_client_left_holds_its_tenants_slot_while_i
         what="the abandoned request never reached the engine",
     )
     short = {**body, "max_tokens": 1}
-    refusals = 0
     deadline = time.monotonic() + 120
     while True:
         reply = httpx.post(url, json=short, headers=one_slot, timeout=60)
@@ -79,7 +78,6 @@ def test_a_non_streamed_request_whose_client_left_holds_its_tenants_slot_while_i
             break
         assert reply.status_code == 429, reply.text
         assert "concurrent" in reply.json()["error"]["message"]
-        refusals += 1
         assert time.monotonic() < deadline, "the tenant's slot never came back"
         time.sleep(0.2)  # polling the slot with a deadline, not a fixed wait
     # the abandoned request and the admitted one have both ended (an abort reaches the

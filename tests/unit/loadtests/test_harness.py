@@ -41,3 +41,14 @@ def test_a_terminated_benchmark_stops_the_servers_it_started() -> None:
     finally:
         if psutil.pid_exists(child):  # what a failed run left: stopped by its PID
             os.kill(child, signal.SIGKILL)
+
+
+def test_haproxys_own_ports_move_to_free_ones_only_when_haproxy_is_on() -> None:
+    from loadtests.harness import with_private_haproxy_ports
+
+    on = with_private_haproxy_ports({"RAY_SERVE_ENABLE_HA_PROXY": "1", "A": "x"})
+    ports = {on["RAY_SERVE_HAPROXY_METRICS_PORT"], on["RAY_SERVE_HAPROXY_STATS_PORT"]}
+    assert len(ports) == 2 and not ports & {"9101", "8404"} and on["A"] == "x"
+    off = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "A": "x"}
+    assert with_private_haproxy_ports(off) == off
+    assert with_private_haproxy_ports({}) == {}
