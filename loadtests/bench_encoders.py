@@ -154,6 +154,10 @@ TRIALS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # Serve's own Python proxy instead of the profile's HAProxy (configs/cluster.env)
     "serve-proxy": {CLUSTER_ENV: dict(KNOBS["serve-proxy"].env)},
+    # Serve's default control loop (every 0.1 s) instead of the profile's 0.5 s
+    "control-loop-100ms": {CLUSTER_ENV: dict(KNOBS["control-loop-100ms"].env)},
+    # single-text requests share at most 2 embedder calls in flight per gateway (profile: 4)
+    "calls-2": {"embedders": {"single_text_calls_in_flight": 2}},
 }
 
 

@@ -358,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per system")
     parser.add_argument(
+        "--out",
+        default="llm_streaming",
+        help="the result files' name under loadtests/results (default llm_streaming, "
+        "the README's table; a run of a few systems to compare a knob goes elsewhere)",
+    )
+    parser.add_argument(
         "--dtype",
         help="the engine's dtype for every system (default: the profile's; float32 on a CPU "
         "without native bf16, where bf16 prefill is several times slower)",
@@ -394,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             "failed": failed,
             "runs": runs,
         }
-        write_result("llm_streaming", record, markdown(record), echo=done)
+        write_result(args.out, record, markdown(record), echo=done)
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
