@@ -18,7 +18,6 @@ from ray import serve
 from deployments.batching import DynamicBatcher, token_batches
 from deployments.config import EmbedderConfig
 from deployments.metrics import BatchMetrics
-from deployments.startup_heap import freeze_startup_heap
 from schemas.embeddings import EmbeddingResult
 
 A = TypeVar("A")
@@ -121,7 +120,6 @@ class EmbedderDeployment:
             self._embed_batch, config.max_batch_size, config.batch_wait_timeout_s
         )
         self._metrics = BatchMetrics("embedder", config.id)
-        freeze_startup_heap(f"embedder {config.id}")
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         return await self._batcher.submit(texts)

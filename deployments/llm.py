@@ -22,7 +22,6 @@ from deployments.counters import RequestCounters
 from deployments.metrics import engine_stat_loggers
 from deployments.prompt import PromptEncoder, check_fits, read_template
 from deployments.sampling import sampling_params, token_logprobs
-from deployments.startup_heap import freeze_startup_heap
 from deployments.tool_calls import ToolCallReader, ToolParsing, ToolRequest
 from schemas.errors import InvalidRequest, ServiceUnavailable
 from schemas.generation import (
@@ -88,7 +87,6 @@ class LLMDeployment:
         self._counters = RequestCounters()
         # Serve runs constructors on the replica's event loop
         self._idle_reports = asyncio.get_running_loop().create_task(self._report_when_idle())
-        freeze_startup_heap(f"model {config.id}")
 
     async def _report_when_idle(self) -> None:
         """vLLM sets its gauges (running and waiting requests, KV cache usage) only while

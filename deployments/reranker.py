@@ -25,7 +25,6 @@ from deployments.batching import DynamicBatcher, token_batches
 from deployments.config import RerankerConfig
 from deployments.embedder import ModelThread, SentenceEmbedder
 from deployments.metrics import BatchMetrics
-from deployments.startup_heap import freeze_startup_heap
 from schemas.embeddings import ScoreResult
 
 Pair = tuple[str, str]
@@ -112,7 +111,6 @@ class RerankerDeployment:
             self._score_batch, config.max_batch_size, config.batch_wait_timeout_s
         )
         self._metrics = BatchMetrics("reranker", config.id)
-        freeze_startup_heap(f"reranker {config.id}")
 
     async def score(self, query: str, documents: list[str]) -> ScoreResult:
         return await self._batcher.submit((query, documents))

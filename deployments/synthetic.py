@@ -22,7 +22,6 @@ from ray import serve
 from deployments.config import LLMModelConfig, SyntheticEngine
 from deployments.counters import RequestCounters
 from deployments.prompt import PromptEncoder, PromptOptions, check_fits, load_prompt_encoder
-from deployments.startup_heap import freeze_startup_heap
 from schemas.errors import InvalidRequest
 from schemas.generation import (
     GenerationChunk,
@@ -60,7 +59,6 @@ class SyntheticLLMDeployment:
         self._text = self._encoder.decode(self._token_ids)
         self._replica = serve.get_replica_context().replica_id.unique_id
         self._counters = RequestCounters()
-        freeze_startup_heap(f"synthetic model {config.id}")
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """The streaming contract of `schemas.generation`, on the configured schedule:

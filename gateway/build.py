@@ -29,7 +29,6 @@ from deployments.faults import FaultyLLMDeployment
 from deployments.llm import LLMDeployment
 from deployments.prompt import PromptEncoder, load_prompt_encoder, load_text_token_counter
 from deployments.reranker import RerankerDeployment
-from deployments.startup_heap import freeze_startup_heap
 from deployments.synthetic import SyntheticLLMDeployment
 from gateway.api import make_api
 from gateway.auth import KeyRing, TenantsFile, load_tenants
@@ -279,11 +278,8 @@ class Gateway:
             self._services.cache.start()  # Serve runs constructors on the replica's loop
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        """Serve's hook, called in the replica after the constructor: the HTTP app. The
-        replica's set-up ends here, so its heap is frozen here (deployments.startup_heap)."""
-        app = make_api(self._services)
-        freeze_startup_heap("gateway")
-        return app
+        """Serve's hook, called in the replica after the constructor: the HTTP app."""
+        return make_api(self._services)
 
 
 def as_deployment(decorated: Any) -> Deployment:

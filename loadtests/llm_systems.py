@@ -86,8 +86,6 @@ KNOBS: dict[str, Knob] = {
     "qlen-cache-600": Knob({"RAY_SERVE_QUEUE_LENGTH_CACHE_TIMEOUT_S": "600"}),
     # Serve's default control loop (every 0.1 s) instead of the profile's 0.5 s (cluster.env)
     "control-loop-100ms": Knob({"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1"}),
-    # replicas leave their startup heap to the collector (deployments.startup_heap)
-    "gc-unfrozen": Knob({"RAYGATE_FREEZE_STARTUP_HEAP": "0"}),
 }
 
 
