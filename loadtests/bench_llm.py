@@ -37,7 +37,6 @@ from loadtests.harness import (
     PY,
     RESULTS,
     ROOT,
-    SERVE,
     Server,
     cpu_delta,
     cpu_snapshot,
@@ -45,9 +44,9 @@ from loadtests.harness import (
     machine,
     machine_line,
     redis_server,
+    serve_run,
     streaming_level,
     wait_for_port,
-    with_private_haproxy_ports,
     with_redis,
     write_result,
 )
@@ -150,11 +149,9 @@ def launch(v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str) -
     port = free_port()
     if v.launcher == "serve":
         direct = free_port() if v.direct_ingress else None
-        env = with_private_haproxy_ports({**ENV, **v.environment(direct)})
-        path = workdir / f"{v.name.replace('/', '_')}.yaml"
-        path.write_text(yaml.safe_dump(serve_config(v, profile, redis_url, port)))
+        config = serve_config(v, profile, redis_url, port)
         base = f"http://127.0.0.1:{direct or port}"  # direct ingress: the replica's own port
-        servers = [Server(v.name, [SERVE, "run", str(path)], base, env, log)]
+        servers = [serve_run(v.name, config, workdir, base, v.environment(direct), log)]
     else:
         vllm = vllm_server(model, port, log)
         servers = [vllm]

@@ -164,6 +164,22 @@ def with_private_haproxy_ports(env: Mapping[str, str]) -> dict[str, str]:
     return {**env, **private_haproxy_ports(free_port(), free_port())}
 
 
+def serve_run(
+    name: str,
+    config: dict[str, Any],
+    workdir: Path,
+    base_url: str,
+    env: Mapping[str, str],
+    log: Path,
+) -> Server:
+    """`serve run` of `config` (written to `workdir`) answering at `base_url`, in `env` over
+    the benchmarks' own variables, HAProxy's ports moved to free ones when it is on."""
+    path = workdir / f"{name.replace('/', '_')}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    environment = with_private_haproxy_ports({**ENV, **env})
+    return Server(name, [SERVE, "run", str(path)], base_url, environment, log)
+
+
 def serve_server(
     name: str,
     config: dict[str, Any],
@@ -176,10 +192,8 @@ def serve_server(
     (configs/cluster.env) with `env` laid over it."""
     config = copy.deepcopy(config)
     config["http_options"]["port"] = port
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    environment = with_private_haproxy_ports({**ENV, **cluster_env(), **(env or {})})
-    return Server(name, [SERVE, "run", str(path)], f"http://127.0.0.1:{port}", environment, log)
+    base_url = f"http://127.0.0.1:{port}"
+    return serve_run(name, config, workdir, base_url, {**cluster_env(), **(env or {})}, log)
 
 
 def redis_server(port: int, workdir: Path, extra: Sequence[str] = ()) -> Server:

@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
+import yaml
 
 from loadtests.harness import ROOT
 
@@ -52,3 +54,20 @@ def test_haproxys_own_ports_move_to_free_ones_only_when_haproxy_is_on() -> None:
     off = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "A": "x"}
     assert with_private_haproxy_ports(off) == off
     assert with_private_haproxy_ports({}) == {}
+
+
+def test_serve_server_runs_the_config_on_its_port_in_the_clusters_environment(
+    tmp_path: Path,
+) -> None:
+    from gateway.cluster_env import cluster_env
+    from loadtests.harness import local_profile, serve_server
+
+    server = serve_server(
+        "relay", local_profile(), 18123, tmp_path, tmp_path / "log", {"EXTRA": "1"}
+    )
+    written = yaml.safe_load((tmp_path / "relay.yaml").read_text())
+    assert written["http_options"]["port"] == 18123
+    assert server.base_url == "http://127.0.0.1:18123"
+    assert server.argv[-2:] == ["run", str(tmp_path / "relay.yaml")]
+    assert {k: server.env[k] for k in cluster_env()} == cluster_env()
+    assert server.env["EXTRA"] == "1"
