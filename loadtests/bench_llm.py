@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from gateway.config import AppConfig
+from loadtests.haproxy_log import AccessLog, split_remainder
 from loadtests.harness import (
     ENV,
     PY,
@@ -72,6 +73,7 @@ LITELLM_ENV = {
     "NO_DOCS": "True",
 }
 DEFAULT_REQUESTS = {1: 32, 4: 64, 16: 128}
+CHAT_PATH = "/v1/chat/completions"
 
 
 class Unavailable(RuntimeError):
@@ -139,8 +141,11 @@ def serve_config(v: Variant, profile: dict[str, Any], redis_url: str, port: int)
     return config
 
 
-def launch(v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str) -> Launched:
-    """The variant's servers, started in order and ready, with the env each got.
+def launch(
+    v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str, access_log: AccessLog
+) -> Launched:
+    """The variant's servers, started in order and ready, with the env each got; a Serve
+    system with HAProxy on sends HAProxy's access log to `access_log`.
 
     Raises Unavailable (nothing left running) when the variant cannot run here.
     """
@@ -151,7 +156,10 @@ def launch(v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str) -
         direct = free_port() if v.direct_ingress else None
         config = serve_config(v, profile, redis_url, port)
         base = f"http://127.0.0.1:{direct or port}"  # direct ingress: the replica's own port
-        servers = [serve_run(v.name, config, workdir, base, v.environment(direct), log)]
+        env = v.environment(direct)
+        if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+            env |= access_log.env
+        servers = [serve_run(v.name, config, workdir, base, env, log)]
     else:
         vllm = vllm_server(model, port, log)
         servers = [vllm]
@@ -189,9 +197,9 @@ def launch(v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str) -
 
 @contextmanager
 def running(
-    v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str
+    v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str, access_log: AccessLog
 ) -> Iterator[Launched]:
-    launched = launch(v, profile, workdir, redis_url)
+    launched = launch(v, profile, workdir, redis_url, access_log)
     try:
         yield launched
     finally:
@@ -206,19 +214,27 @@ def run_system(
     redis: Server,
     plan: list[tuple[int, int]],
     max_tokens: int,
+    access_log: AccessLog,
 ) -> dict[str, Any]:
     """One run of `v`: start, warm up, each (concurrency, requests) level with CPU by
-    process role (the servers' process trees, Redis and this client), stop."""
+    process role (the servers' process trees, Redis and this client) and, behind HAProxy,
+    its timers per request (`haproxy_matched` says for how many), stop."""
     model_id = profile["applications"][0]["args"]["models"][0]["id"]
-    with running(v, profile, workdir, redis.base_url + "/0") as up:
+    with running(v, profile, workdir, redis.base_url + "/0", access_log) as up:
+        haproxy = up.env.get("RAY_SERVE_HAPROXY_LOG_TARGET") is not None and not v.direct_ingress
         tag = f" ({uuid.uuid4().hex[:8]})"  # a fresh prompt set per run: every cache lookup misses
         asyncio.run(streaming_level(up.base_url, model_id, 2, 8, max_tokens, tag + " warm-up"))
+        if haproxy:
+            access_log.take(CHAT_PATH, 8)  # the warm-up's lines
         roots = up.roots() + ([redis.process.pid] if v.redis and redis.process else [])
         levels = []
         for c, n in plan:
             before = cpu_snapshot(roots)
             level = asyncio.run(streaming_level(up.base_url, model_id, c, n, max_tokens, tag))
             level["cpu_ms_per_request"] = cpu_per_request(cpu_delta(before, cpu_snapshot(roots)), n)
+            if haproxy:
+                entries = access_log.take(CHAT_PATH, n)
+                level["haproxy_matched"] = split_remainder(level["requests_detail"], entries)
             print(
                 f"  {v.name} c={c}: {level['output_tok_s']} tok/s, TTFT p50 "
                 f"{level['ttft_p50_ms']} p95 {level['ttft_p95_ms']} ms",
@@ -294,7 +310,11 @@ def markdown(record: dict[str, Any]) -> str:
     lines += [
         "",
         "Per-request stages (the `Server-Timing` header, LiteLLM's overhead header; "
-        "client-remainder = client TTFT minus the server's ttft):",
+        "client-remainder = client TTFT minus the server's ttft; behind HAProxy, its "
+        "access log's timers split the client's TTFT: hap-to = client start to HAProxy's "
+        "first byte, hap-in = TR+Tw+Tc, hap-replica = Tr (request out to the replica's "
+        "response headers), hap-replica-extra = Tr minus the gateway's total, hap-back = "
+        "the rest, the first bytes relayed and read; see loadtests/haproxy_log.py):",
         "",
     ]
     if stage_rows:
@@ -399,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         write_result(args.out, record, markdown(record), echo=done)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, AccessLog() as access_log:
         workdir = Path(tmp)
         redis = redis_server(free_port(), workdir)  # raygate's quota store and cache
         redis.start(ready_path=None)
@@ -412,8 +432,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name} (repeat {rep + 1}, position {position + 1})", flush=True)
                     try:
                         run = run_system(
-                            variants[name], profile, workdir, redis, plan, args.max_tokens
-                        )
+                            variants[name], profile, workdir, redis, plan, args.max_tokens,
+                            access_log,
+                        )  # fmt: skip
                     except Unavailable as e:
                         skipped[name] = str(e)
                         print(f"  SKIPPED {name}: {e}", file=sys.stderr, flush=True)

@@ -231,6 +231,8 @@ class StreamResult:
     total_s: float
     output_tokens: int
     stages: dict[str, float] = field(default_factory=dict)
+    started_at: float = 0.0  # wall clock (epoch s), to match the request in another log
+    client_port: int | None = None  # the local port of the connection it went on
 
 
 class UsageMismatch(RuntimeError):
@@ -246,8 +248,9 @@ async def stream_chat(
 ) -> StreamResult:
     """One streaming chat of exactly `max_tokens` tokens (ignore_eos) with usage requested.
 
-    Returns the client-side TTFT and total time, the completion tokens and the server's
-    stages (Server-Timing and TIMING_HEADERS, ms). Raises UsageMismatch when the final
+    Returns the client-side TTFT and total time, the completion tokens, the server's
+    stages (Server-Timing and TIMING_HEADERS, ms), the wall-clock start and the
+    connection's local port. Raises UsageMismatch when the final
     usage is missing or its completion_tokens is not `max_tokens`, RuntimeError for an
     error event and httpx.HTTPStatusError for an error status.
     """
@@ -262,11 +265,13 @@ async def stream_chat(
     }
     if seed is not None:
         body["seed"] = seed
+    started_at = time.time()
     start = time.perf_counter()
     ttft: float | None = None
     tokens: int | None = None
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
+        port = _client_port(response)
         stages = parse_server_timing(response.headers.get_list("server-timing"))
         for header, stage in TIMING_HEADERS.items():
             if (value := response.headers.get(header)) is not None:
@@ -285,7 +290,16 @@ async def stream_chat(
     total = time.perf_counter() - start
     if tokens != max_tokens:
         raise UsageMismatch(f"usage.completion_tokens {tokens!r}, expected {max_tokens}")
-    return StreamResult(ttft if ttft is not None else total, total, tokens, stages)
+    ttft_s = ttft if ttft is not None else total
+    return StreamResult(ttft_s, total, tokens, stages, started_at, port)
+
+
+def _client_port(response: httpx.Response) -> int | None:
+    """The local port of the connection `response` came on (None if the transport
+    does not say)."""
+    stream = response.extensions.get("network_stream")
+    address = stream.get_extra_info("client_addr") if stream is not None else None
+    return address[1] if address else None
 
 
 async def streaming_level(
@@ -330,7 +344,13 @@ async def streaming_level(
         "ttft_p95_ms": round(percentile(ttfts, 0.95), 1),
         "ttft_ms": ttfts,
         "requests_detail": [
-            {"ttft_ms": t, "total_ms": round(r.total_s * 1000, 2), "stages": r.stages}
+            {
+                "ttft_ms": t,
+                "total_ms": round(r.total_s * 1000, 2),
+                "stages": r.stages,
+                "started_at": r.started_at,
+                "client_port": r.client_port,
+            }
             for t, r in zip(ttfts, results, strict=True)
         ],
     }

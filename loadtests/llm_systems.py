@@ -86,6 +86,8 @@ KNOBS: dict[str, Knob] = {
     "qlen-cache-600": Knob({"RAY_SERVE_QUEUE_LENGTH_CACHE_TIMEOUT_S": "600"}),
     # Serve's default control loop (every 0.1 s) instead of the profile's 0.5 s (cluster.env)
     "control-loop-100ms": Knob({"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1"}),
+    # HAProxy with 2 threads, one per core of this machine, instead of Serve's default 4
+    "haproxy-2-threads": Knob({"RAY_SERVE_HAPROXY_NBTHREAD": "2"}),
 }
 
 
