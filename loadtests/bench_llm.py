@@ -249,6 +249,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     pooled: dict[str, list[dict]] = {}
     stages: dict[str, list[dict]] = {}
     cpu: dict[str, list[dict]] = {}
+    lag: dict[str, list[dict]] = {}
     for name, reps in runs.items():
         if not reps:
             continue
@@ -268,7 +269,21 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             }
             for levels in by_level
         ]
-    return {"systems": pooled, "comparison": ratios(pooled), "stages": stages, "cpu": cpu}
+        lag[name] = [
+            {
+                "concurrency": levels[0]["concurrency"],
+                "late_wakeups": sum(lv["client_lag"]["late_wakeups"] for lv in levels),
+                "max_ms": max(lv["client_lag"]["max_ms"] for lv in levels),
+            }
+            for levels in by_level
+        ]
+    return {
+        "systems": pooled,
+        "comparison": ratios(pooled),
+        "stages": stages,
+        "cpu": cpu,
+        "client_lag": lag,
+    }
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -332,6 +347,14 @@ def markdown(record: dict[str, Any]) -> str:
         for lv in levels:
             cells = " | ".join(str(lv["cpu_ms_per_request"].get(role, "-")) for role in roles)
             lines.append(f"| {name} | {lv['concurrency']} | {cells} |")
+    lines += ["", "The load client's own event loop, woken every 10 ms: wake-ups more than 50 ms "
+              "late over the runs, and the latest (ms). A late client adds its wait to every "
+              "TTFT it measures.", "",
+              "| system | concurrency | late wake-ups | max ms |", "|---|---|---|---|"]  # fmt: skip
+    for name, levels in record["client_lag"].items():
+        for lv in levels:
+            row = f"| {name} | {lv['concurrency']} | {lv['late_wakeups']} | {lv['max_ms']} |"
+            lines.append(row)
     for name, reason in record["skipped"].items():
         lines.append(f"\nSkipped {name}: {reason}")
     for name, reason in record["failed"].items():

@@ -4,6 +4,7 @@ CPU by process role, percentiles, records."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -57,12 +58,27 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(mem_gib, 1),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "sched_autogroup": _read(Path("/proc/sys/kernel/sched_autogroup_enabled")),
     }
+
+
+def _read(path: Path) -> str | None:
+    """A kernel setting's value, None where this system has no such file."""
+    return path.read_text().strip() if path.exists() else None
 
 
 @dataclass
 class Server:
-    """A server process in its own session, stopped by its PID (and its own group)."""
+    """A server process in its own process group, stopped by its PID (and that group).
+
+    It stays in the benchmark's session: with the kernel's autogroup scheduling (on by
+    default in many distributions), every session is one scheduling group that shares the
+    CPUs equally with every other, whatever its processes' nice values. In a session of
+    its own, a Ray cluster (twenty-odd processes, the engine among them) delayed the
+    load client's event loop by up to 1.6 s at a time on 2 cores while the client's thread
+    got 1-3 ms of CPU: the benchmark measured its own client waiting for the CPU as TTFT.
+    In one session the kernel weighs each process by its nice value, as it does without
+    autogroup (README, "Streaming chat")."""
 
     name: str
     argv: list[str]
@@ -72,7 +88,7 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_path: str | None = "/v1/models", timeout_s: float = 300) -> None:
-        """Start the process (in its own session) and, with `ready_path`, wait until it
+        """Start the process (in a process group of its own) and, with `ready_path`, wait until it
         answers 200 there; raises RuntimeError if it exits first, TimeoutError if not
         ready within `timeout_s`. From here on a SIGTERM to this script ends it through
         its `finally:` blocks, as Ctrl-C does (`exit_on_sigterm`)."""
@@ -84,7 +100,7 @@ class Server:
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            process_group=0,
         )
         if ready_path is None:
             return
@@ -114,7 +130,7 @@ class Server:
 def exit_on_sigterm() -> None:
     """Make SIGTERM (from `timeout`, a CI runner, `kill`) raise SystemExit(143) in the main
     thread, so a benchmark's `finally:` blocks stop the servers it started instead of
-    leaving them running in their own sessions. Leaves a handler someone else set alone."""
+    leaving them running in their own process groups. Leaves a handler someone else set alone."""
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
@@ -302,6 +318,44 @@ def _client_port(response: httpx.Response) -> int | None:
     return address[1] if address else None
 
 
+class LoopLag:
+    """How late the running event loop wakes a task that sleeps `period_s` at a time: a
+    load client that waits for the CPU (or blocks its loop) adds that wait to every
+    latency it measures. Use as an async context manager around the load."""
+
+    def __init__(self, period_s: float = 0.01, threshold_s: float = 0.05):
+        self._period = period_s
+        self._threshold = threshold_s
+        self._late: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self._period)
+            late = time.perf_counter() - before - self._period
+            if late > self._threshold:
+                self._late.append(late)
+
+    def summary(self) -> dict[str, float]:
+        """Wake-ups later than the threshold: how many, the latest, their sum (ms)."""
+        return {
+            "late_wakeups": len(self._late),
+            "max_ms": round(max(self._late, default=0.0) * 1000, 1),
+            "total_ms": round(sum(self._late) * 1000, 1),
+        }
+
+
 async def streaming_level(
     base_url: str,
     model: str,
@@ -313,8 +367,9 @@ async def streaming_level(
     """`requests` streaming chats, `concurrency` at a time, each with a distinct prompt
     (tagged with `prompt_tag`, so runs never repeat one another's) and seed.
 
-    Returns aggregate tok/s, per-request TTFT (`ttft_ms`) and per-request stages
-    (`requests_detail`). Raises what stream_chat raises (the first failure ends the level).
+    Returns aggregate tok/s, per-request TTFT (`ttft_ms`), per-request stages
+    (`requests_detail`) and how late the client's own event loop ran (`client_lag`, see
+    LoopLag). Raises what stream_chat raises (the first failure ends the level).
     """
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
@@ -330,7 +385,8 @@ async def streaming_level(
                 results.append(await stream_chat(client, model, prompt, max_tokens, seed=i))
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        async with LoopLag() as lag:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
     tokens = sum(r.output_tokens for r in results)
     ttfts = [round(r.ttft_s * 1000, 2) for r in results]
@@ -343,6 +399,7 @@ async def streaming_level(
         "ttft_p50_ms": round(percentile(ttfts, 0.5), 1),
         "ttft_p95_ms": round(percentile(ttfts, 0.95), 1),
         "ttft_ms": ttfts,
+        "client_lag": lag.summary(),
         "requests_detail": [
             {
                 "ttft_ms": t,

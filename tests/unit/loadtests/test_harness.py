@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import yaml
 
-from loadtests.harness import ROOT
+from loadtests.harness import ROOT, LoopLag, Server
 
 SCRIPT = """
 import signal
@@ -71,3 +73,28 @@ def test_serve_server_runs_the_config_on_its_port_in_the_clusters_environment(
     assert server.argv[-2:] == ["run", str(tmp_path / "relay.yaml")]
     assert {k: server.env[k] for k in cluster_env()} == cluster_env()
     assert server.env["EXTRA"] == "1"
+
+
+def test_loop_lag_counts_the_wakeups_a_blocked_event_loop_made_late() -> None:
+    async def load(block_s: float) -> dict[str, float]:
+        async with LoopLag(period_s=0.005, threshold_s=0.05) as lag:
+            await asyncio.sleep(0.02)
+            time.sleep(block_s)  # noqa: ASYNC251 - the loop held, as a CPU-starved client's is
+            await asyncio.sleep(0.02)
+        return lag.summary()
+
+    blocked = asyncio.run(load(0.2))
+    assert blocked["late_wakeups"] == 1
+    assert 150 <= blocked["max_ms"] <= blocked["total_ms"]
+
+
+def test_a_server_gets_its_own_process_group_in_the_benchmarks_session() -> None:
+    server = Server("sleeper", ["sleep", "600"], "http://127.0.0.1:1")
+    server.start(ready_path=None)
+    try:
+        assert server.process is not None
+        pid = server.process.pid
+        assert os.getpgid(pid) == pid  # stopped as a group, apart from the benchmark
+        assert os.getsid(pid) == os.getsid(0)  # one autogroup with the load client
+    finally:
+        server.stop()
