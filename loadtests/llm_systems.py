@@ -88,9 +88,9 @@ KNOBS: dict[str, Knob] = {
     "control-loop-100ms": Knob({"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1"}),
     # HAProxy with 2 threads, one per core of this machine, instead of Serve's default 4
     "haproxy-2-threads": Knob({"RAY_SERVE_HAPROXY_NBTHREAD": "2"}),
-    # Ray starts its workers (the replicas, and the engine processes they spawn) at nice 15,
-    # below its own daemons; at 0 they weigh the same as every other process
-    "worker-nice-0": Knob({"RAY_worker_niceness": "0"}),
+    # Ray's default: its workers (the replicas, and the engine processes they spawn) at
+    # nice 15, below its own daemons, instead of the profile's 0 (configs/cluster.env)
+    "worker-nice-15": Knob({"RAY_worker_niceness": "15"}),
 }
 
 
