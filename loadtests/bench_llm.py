@@ -41,6 +41,7 @@ from loadtests.harness import (
     Server,
     cpu_delta,
     cpu_snapshot,
+    haproxy_on,
     local_profile,
     machine,
     machine_line,
@@ -145,7 +146,7 @@ def launch(
     v: Variant, profile: dict[str, Any], workdir: Path, redis_url: str, access_log: AccessLog
 ) -> Launched:
     """The variant's servers, started in order and ready, with the env each got; a Serve
-    system with HAProxy on sends HAProxy's access log to `access_log`.
+    system whose load goes through HAProxy sends HAProxy's access log to `access_log`.
 
     Raises Unavailable (nothing left running) when the variant cannot run here.
     """
@@ -157,7 +158,7 @@ def launch(
         config = serve_config(v, profile, redis_url, port)
         base = f"http://127.0.0.1:{direct or port}"  # direct ingress: the replica's own port
         env = v.environment(direct)
-        if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        if haproxy_on(env) and not v.direct_ingress:  # the load goes through HAProxy
             env |= access_log.env
         servers = [serve_run(v.name, config, workdir, base, env, log)]
     else:
@@ -221,7 +222,7 @@ def run_system(
     its timers per request (`haproxy_matched` says for how many), stop."""
     model_id = profile["applications"][0]["args"]["models"][0]["id"]
     with running(v, profile, workdir, redis.base_url + "/0", access_log) as up:
-        haproxy = up.env.get("RAY_SERVE_HAPROXY_LOG_TARGET") is not None and not v.direct_ingress
+        haproxy = "RAY_SERVE_HAPROXY_LOG_TARGET" in up.env  # launch pointed it at access_log
         tag = f" ({uuid.uuid4().hex[:8]})"  # a fresh prompt set per run: every cache lookup misses
         asyncio.run(streaming_level(up.base_url, model_id, 2, 8, max_tokens, tag + " warm-up"))
         if haproxy:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import socket
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,7 +66,7 @@ class AccessLog:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", 0))
         self._entries: list[Entry] = []
-        self._lock = threading.Lock()
+        self._arrived = threading.Condition()
         self._thread = threading.Thread(target=self._receive, name="haproxy-log", daemon=True)
 
     @property
@@ -90,21 +89,23 @@ class AccessLog:
             except OSError:
                 return
             if (entry := parse_line(data)) is not None:
-                with self._lock:
+                with self._arrived:
                     self._entries.append(entry)
+                    self._arrived.notify_all()
 
     def take(self, path: str, count: int, timeout_s: float = 5.0) -> list[Entry]:
         """Every line kept so far for `path`, waiting up to `timeout_s` for `count` of them
         (HAProxy logs a request after its last byte, so the last lines trail the client);
         the rest are dropped."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with self._lock:
-                matching = [e for e in self._entries if e.path == path]
-                if len(matching) >= count or time.monotonic() >= deadline:
-                    self._entries.clear()
-                    return matching
-            time.sleep(0.05)
+
+        def matching() -> list[Entry]:
+            return [e for e in self._entries if e.path == path]
+
+        with self._arrived:
+            self._arrived.wait_for(lambda: len(matching()) >= count, timeout_s)
+            taken = matching()
+            self._entries.clear()
+            return taken
 
 
 def split_remainder(requests: Sequence[dict[str, Any]], entries: Sequence[Entry]) -> int:

@@ -172,10 +172,15 @@ def with_redis(profile: dict[str, Any], redis_url: str) -> dict[str, Any]:
     return config
 
 
+def haproxy_on(env: Mapping[str, str]) -> bool:
+    """Whether a Ray cluster in `env` takes HTTP in through HAProxy (configs/cluster.env)."""
+    return env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+
+
 def with_private_haproxy_ports(env: Mapping[str, str]) -> dict[str, str]:
     """`env`, and when it enables HAProxy, HAProxy's own ports moved to free ones (a local
     profile may be running beside the benchmark, holding 9101 and 8404)."""
-    if env.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+    if not haproxy_on(env):
         return dict(env)
     return {**env, **private_haproxy_ports(free_port(), free_port())}
 
