@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from deployments.embedder import SentenceEmbedder
 from deployments.reranker import BiEncoderScorer
 from loadtests.harness import (
@@ -37,6 +35,7 @@ from loadtests.harness import (
     Server,
     cpu_delta,
     cpu_snapshot,
+    load_client,
     local_profile,
     machine,
     machine_line,
@@ -91,9 +90,11 @@ def in_process(seconds: float, docs: int) -> dict[str, Any]:
 async def drive(
     server: Server, path: str, make: Any, concurrency: int, seconds: float, per_request: int
 ) -> dict[str, Any]:
+    """`concurrency` clients (harness.load_client) POST `make(i)` to `path` back to back
+    for `seconds`. Returns items/s, latency p50/p95 and CPU ms per request by process role
+    (the load client's too); raises aiohttp.ClientResponseError on an error status."""
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=120, limits=limits) as client:
+    async with load_client(server.base_url, concurrency, 120) as client:
         stop = time.perf_counter() + seconds
         counter = iter(range(10**9))
 
@@ -101,8 +102,9 @@ async def drive(
             while time.perf_counter() < stop:
                 body = make(next(counter))
                 t0 = time.perf_counter()
-                response = await client.post(path, json=body)
-                response.raise_for_status()
+                async with client.post(path, json=body) as response:
+                    response.raise_for_status()
+                    await response.read()
                 latencies.append((time.perf_counter() - t0) * 1000)
 
         roots = [server.process.pid] if server.process else []
@@ -276,12 +278,14 @@ def markdown(record: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "CPU ms per request: CPU time of the Serve proxy, the gateway replica and the model "
-        "replica during the run, divided by the requests served. Each figure is the median "
-        "of the trial's runs (`runs` in the JSON, in the order they ran).",
+        "CPU ms per request: CPU time of the proxy (HAProxy and its manager, or Serve's "
+        "proxy), the gateway replica, the model replica and the load client (aiohttp, on the "
+        "same cores) during the run, divided by the requests served; every role is in the "
+        "JSON. Each figure is the median of the trial's runs (`runs` in the JSON, in the order "
+        "they ran).",
         "",
         "| trial | route | items per request | concurrency | items/s | vs in-process "
-        "| p50 ms | p95 ms | CPU ms/request: proxy, gateway, model |",
+        "| p50 ms | p95 ms | CPU ms/request: proxy, gateway, model, client |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for trial in record["cluster"]:
@@ -294,7 +298,8 @@ def markdown(record: dict[str, Any]) -> str:
                     f"| {trial['trial']} | {route} | {row['per_request']} "
                     f"| {row['concurrency']} | {row['items_per_s']} | {ratio:.2f}x "
                     f"| {row['p50_ms']} | {row['p95_ms']} "
-                    f"| {cpu.get('serve-proxy', 0.0)}, {cpu.get('gateway', 0.0)}, {model} |"
+                    f"| {cpu.get('serve-proxy', 0.0)}, {cpu.get('gateway', 0.0)}, {model}, "
+                    f"{cpu.get('load-client', 0.0)} |"
                 )
     return "\n".join(lines) + "\n"
 

@@ -35,6 +35,8 @@ from gateway.config import AppConfig
 from loadtests.haproxy_log import AccessLog, split_remainder
 from loadtests.harness import (
     ENV,
+    LOOP_LAG_PERIOD_S,
+    LOOP_LAG_THRESHOLD_S,
     PY,
     RESULTS,
     ROOT,
@@ -348,9 +350,9 @@ def markdown(record: dict[str, Any]) -> str:
         for lv in levels:
             cells = " | ".join(str(lv["cpu_ms_per_request"].get(role, "-")) for role in roles)
             lines.append(f"| {name} | {lv['concurrency']} | {cells} |")
-    lines += ["", "The load client's own event loop, woken every 10 ms: wake-ups more than 50 ms "
-              "late over the runs, and the latest (ms). A late client adds its wait to every "
-              "TTFT it measures.", "",
+    lines += ["", f"The load client's own event loop, woken every {LOOP_LAG_PERIOD_S * 1000:.0f} "
+              f"ms: wake-ups more than {LOOP_LAG_THRESHOLD_S * 1000:.0f} ms late over the runs, "
+              "and the latest (ms). A late client adds its wait to every TTFT it measures.", "",
               "| system | concurrency | late wake-ups | max ms |", "|---|---|---|---|"]  # fmt: skip
     for name, levels in record["client_lag"].items():
         for lv in levels:
