@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import yaml
 
 from loadtests.harness import (
     RESULTS,
     cpu_delta,
     cpu_snapshot,
+    load_client,
     local_profile,
     machine,
     machine_line,
@@ -127,7 +128,7 @@ class Window:
 
 
 async def stream(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     model: str,
     max_tokens: int,
     begin: float,
@@ -152,16 +153,18 @@ async def stream(
         out["started"] += counted
         first = last = 0.0
         tokens = 0
-        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-            if response.status_code != 200:
+        async with client.post("/v1/chat/completions", json=body) as response:
+            if response.status != 200:
                 out["errors"] += counted
-                await response.aread()
+                await response.read()
                 await asyncio.sleep(0.1)  # a refused stream backs off instead of spinning
                 continue
-            async for line in response.aiter_lines():
+            async for raw in response.content:  # one line at a time
                 now = time.monotonic()
                 if now >= window.end and (first or not counted):
-                    break  # hang up; a counted request first gets its first token (TTFT)
+                    response.close()  # hang up; a counted request first gets its first token
+                    break
+                line = raw.decode().strip()
                 if not line.startswith("data: {") or '"usage":{' in line:
                     continue
                 choices = json.loads(line[6:])["choices"]
@@ -205,8 +208,7 @@ async def level(
         "rates": [],
     }
     ramp = FIRST_TOKEN_S + max_tokens / TOKENS_PER_S
-    limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
+    async with load_client(base_url, c, 120) as client:
         t0 = time.monotonic() + 0.5
         window = Window(t0 + ramp, t0 + ramp + seconds)
         streams = [
