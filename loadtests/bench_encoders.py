@@ -158,8 +158,9 @@ TRIALS: dict[str, dict[str, dict[str, Any]]] = {
     "serve-proxy": {CLUSTER_ENV: dict(KNOBS["serve-proxy"].env)},
     # Serve's default control loop (every 0.1 s) instead of the profile's 0.5 s
     "control-loop-100ms": {CLUSTER_ENV: dict(KNOBS["control-loop-100ms"].env)},
-    # single-text requests share at most 2 embedder calls in flight per gateway (profile: 4)
+    # single-text requests share at most 2 (8) embedder calls in flight per gateway (profile: 4)
     "calls-2": {"embedders": {"single_text_calls_in_flight": 2}},
+    "calls-8": {"embedders": {"single_text_calls_in_flight": 8}},
     # Ray's default worker niceness (15) instead of the profile's 0
     "worker-nice-15": {CLUSTER_ENV: dict(KNOBS["worker-nice-15"].env)},
 }
